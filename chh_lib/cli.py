@@ -1,0 +1,169 @@
+"""The ``chh`` command line: phantom, train, evaluate, pretrained.
+
+Every command prints a clear one-line error (and exits with status 2) when its
+input is bad, instead of a traceback from deep inside a library.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from chh_lib.errors import ChhError
+
+logger = logging.getLogger("chh_lib")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``chh`` and its sub-commands."""
+    parser = argparse.ArgumentParser(prog="chh", description="Contour-hugging heatmaps: data, training, evaluation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    phantom = commands.add_parser("phantom", help="generate synthetic cephalograms in the ISBI 2015 layout")
+    phantom.add_argument("out_dir", type=Path)
+    phantom.add_argument("--num-images", type=_positive_int, default=400)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("W", "H"), default=(640, 800))
+    phantom.add_argument("--hard-fraction", type=float, default=0.1)
+    phantom.add_argument("--overwrite", action="store_true", help="replace what OUT_DIR holds")
+    phantom.set_defaults(handler=_run_phantom)
+
+    train = commands.add_parser("train", help="train a heatmap network")
+    train.add_argument("--data", type=Path, required=True, help="data set folder (ISBI 2015 layout)")
+    train.add_argument("--run-dir", type=Path, required=True)
+    train.add_argument("--profile", choices=("smoke", "cpu", "paper"), default="cpu")
+    train.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_run_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run on a split")
+    evaluate.add_argument("--run-dir", type=Path, required=True)
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--data", type=Path, help="default: the data set the run was trained on")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    evaluate.add_argument("--sdr-inclusive", action="store_true", help="count error <= threshold as a success")
+    evaluate.set_defaults(handler=_run_evaluate)
+
+    pretrained = commands.add_parser("pretrained", help="write a run directory holding the shipped phantom model")
+    pretrained.add_argument("run_dir", type=Path)
+    pretrained.add_argument("--data", type=Path, help="data set to record for chh evaluate")
+    pretrained.set_defaults(handler=_run_pretrained)
+
+    export = commands.add_parser("export", help="write a run's weights as a slim checkpoint (no optimiser state)")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("out_path", type=Path)
+    export.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="provenance to store")
+    export.set_defaults(handler=_run_export)
+    return parser
+
+
+def _run_phantom(args: argparse.Namespace) -> None:
+    from chh_lib.data.phantom_dataset import write_phantom_dataset
+    from chh_lib.landmarks import ISBI_2015
+
+    summary = write_phantom_dataset(
+        args.out_dir, args.num_images, args.seed, tuple(args.image_size), args.hard_fraction, args.overwrite
+    )
+    state = "wrote" if summary.written else "already up to date:"
+    counts = ", ".join(f"{name} {count}" for name, count in summary.split_counts.items())
+    print(f"{state} {summary.root} ({counts}; {summary.num_hard} hard cases)")
+    print(f"{'landmark':<24} {'annotator distance (mm)':>24} {'along/across':>13}")
+    for name, distance, ratio in zip(ISBI_2015.names, summary.mean_distance_mm, summary.along_across_ratio):
+        ratio_text = "-" if ratio != ratio else f"{ratio:.1f}"
+        print(f"{name:<24} {distance:>24.2f} {ratio_text:>13}")
+    print(f"{'mean':<24} {summary.mean_distance_mm.mean():>24.2f}")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from chh_lib.config import load_config, profile_config
+    from chh_lib.data.dataset import LandmarkDataset
+    from chh_lib.data.formats import read_landmark_data
+    from chh_lib.engine import LAST_CHECKPOINT, choose_device, train
+    from chh_lib.evaluation import default_cache_dir
+
+    run_dir: Path = args.run_dir
+    if args.resume:
+        config = load_config(run_dir / "config.yaml")
+        if config.profile != args.profile and "--profile" in sys.argv:
+            logger.warning("resuming with the run's own profile %r, not %r", config.profile, args.profile)
+    else:
+        if (run_dir / LAST_CHECKPOINT).exists():
+            raise ChhError(f"{run_dir / LAST_CHECKPOINT}: a checkpoint is already there; use --resume or another --run-dir")
+        config = profile_config(args.profile)
+    if args.epochs is not None:
+        config.train.epochs = args.epochs
+    device = choose_device(args.device)
+    _log_to_file(run_dir / "train.log")
+    data = read_landmark_data(args.data)
+    dataset = LandmarkDataset(data.split("train"), config.data.image_size, default_cache_dir(args.data, run_dir))
+    logger.info(
+        "training %s (%s profile) on %d images at %dx%d on %s",
+        config.model.name, config.profile, len(dataset), *config.data.image_size, device,
+    )
+    result = train(config, dataset, run_dir, args.data, device, resume=args.resume, progress=not args.no_progress)
+    last = result.history[-1] if result.history else None
+    if last:
+        print(f"trained {len(result.history)} epochs, last loss {last['loss']:.3f}; checkpoint {result.checkpoint_path}")
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from chh_lib.engine import choose_device
+    from chh_lib.evaluation import evaluate_run, format_results_table
+
+    result = evaluate_run(
+        args.run_dir, args.split, args.data, choose_device(args.device), True if args.sdr_inclusive else None
+    )
+    print(format_results_table(result.metrics))
+    print(f"run directory: {args.run_dir}  (tables in {result.output_dir})")
+
+
+def _run_pretrained(args: argparse.Namespace) -> None:
+    from chh_lib.pretrained import write_pretrained_run
+
+    path = write_pretrained_run(args.run_dir, args.data)
+    print(f"wrote {path}; evaluate with: chh evaluate --run-dir {args.run_dir}" + ("" if args.data else " --data DATA_DIR"))
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from chh_lib.pretrained import export_slim_checkpoint
+
+    notes = dict(note.split("=", 1) for note in args.note if "=" in note)
+    path = export_slim_checkpoint(args.run_dir, args.out_path, notes)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _log_to_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``chh`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        args.handler(args)
+    except ChhError as error:
+        print(f"chh {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"chh {args.command}: interrupted; completed checkpoints are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

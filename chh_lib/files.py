@@ -1,0 +1,46 @@
+"""Atomic file writes: every result the kit writes goes through a temporary file and a rename.
+
+An interrupted write therefore leaves either the old file or the new one, never
+a truncated mixture.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(values: dict[str, Any], path: Path) -> None:
+    """Write ``values`` as indented JSON atomically."""
+    write_text_atomic(path, json.dumps(values, indent=2) + "\n")
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` in ``.npy`` format atomically (no pickles)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    write_bytes_atomic(path, buffer.getvalue())

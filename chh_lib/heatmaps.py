@@ -1,0 +1,139 @@
+r"""Heatmaps as 2D probability distributions over pixel positions.
+
+A network outputs one logit map :math:`z_{k}` per landmark :math:`k`. The 2D softmax
+
+.. math:: p_k(i) = \frac{\exp z_k(i)}{\sum_{j \in H \times W} \exp z_k(j)}
+
+turns it into a distribution over all :math:`H W` pixels. Everything here works in
+float32 whatever the input dtype (bf16 logits from autocast included), and uses
+``log_softmax`` (max-subtracted) so that logits of :math:`\pm 10^4` stay finite.
+
+Shapes: logits and heatmaps are (N, K, H, W); points are (N, K, 2) as (x, y) in
+pixels of the heatmap, float.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from chh_lib.errors import NonFiniteError
+
+MISSING_INDEX = -1
+
+
+def log_softmax_2d(logits: torch.Tensor) -> torch.Tensor:
+    r"""Log of the 2D softmax over each (H, W) map, in float32.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W)
+
+    Returns
+    -------
+    Tensor, shape (N, K, H, W), float32
+        :math:`\log p_k(i) = z_k(i) - \log\sum_j \exp z_k(j)`.
+    """
+    _check_4d(logits)
+    flat = logits.float().flatten(2)  # (N, K, H*W)
+    return F.log_softmax(flat, dim=-1).view(logits.shape)
+
+
+def softmax_2d(logits: torch.Tensor) -> torch.Tensor:
+    """2D softmax over each (H, W) map, in float32; each map sums to 1. Shape (N, K, H, W)."""
+    return log_softmax_2d(logits).exp()
+
+
+def target_flat_index(target_px: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Flat pixel index ``row * width + column`` of the one-hot target at the rounded position.
+
+    Parameters
+    ----------
+    target_px : Tensor, shape (..., 2)
+        (x, y) in pixels; NaN marks a missing landmark.
+
+    Returns
+    -------
+    Tensor, shape (...), int64
+        :data:`MISSING_INDEX` (-1) where the landmark is missing or its rounded
+        position lies outside the ``width`` x ``height`` grid (never clipped).
+    """
+    rounded = torch.round(target_px)
+    x, y = rounded[..., 0], rounded[..., 1]
+    inside = torch.isfinite(x) & torch.isfinite(y) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    index = torch.where(inside, y * width + x, torch.zeros_like(x)).long()
+    return torch.where(inside, index, torch.full_like(index, MISSING_INDEX))
+
+
+def one_hot_nll(logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
+    r"""Negative log-likelihood of the one-hot target pixel, averaged over present landmarks.
+
+    .. math:: \mathcal{L} = -\frac{1}{|P|} \sum_{(n, k) \in P} \log p_{n,k}(t_{n,k})
+
+    where :math:`P` is the set of (image, landmark) pairs whose target is present.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W)
+    target_index : Tensor, shape (N, K), int64
+        Flat index of the target pixel (see :func:`target_flat_index`), -1 = missing.
+
+    Returns
+    -------
+    Tensor, scalar float32
+        NaN-free; raises :class:`ValueError` if no landmark is present.
+    """
+    _check_4d(logits)
+    n, k = logits.shape[:2]
+    if target_index.shape != (n, k):
+        raise ValueError(f"target_index shape {tuple(target_index.shape)} does not match logits {(n, k)}")
+    if not bool((target_index != MISSING_INDEX).any()):
+        raise ValueError("no landmark is present in this batch: the loss is undefined")
+    flat = logits.float().reshape(n * k, -1)  # (N*K, H*W)
+    return F.cross_entropy(flat, target_index.reshape(-1), ignore_index=MISSING_INDEX)
+
+
+def argmax_2d(maps: torch.Tensor) -> torch.Tensor:
+    """Position of the first maximum of each map, in row-major order.
+
+    Parameters
+    ----------
+    maps : Tensor, shape (N, K, H, W)
+        Logits or heatmaps (softmax and temperature do not move the arg-max).
+
+    Returns
+    -------
+    Tensor, shape (N, K, 2), float32
+        (x, y) = (column, row) in pixels.
+    """
+    _check_4d(maps)
+    width = maps.shape[-1]
+    index = maps.flatten(2).argmax(dim=-1)  # (N, K)
+    return torch.stack([index % width, torch.div(index, width, rounding_mode="floor")], dim=-1).float()
+
+
+def mode_probability(logits: torch.Tensor) -> torch.Tensor:
+    r"""Probability of the hottest pixel, :math:`\max_i p_k(i) = \exp(\max_i z_k(i) - \log\sum_j e^{z_k(j)})`.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W)
+
+    Returns
+    -------
+    Tensor, shape (N, K), float32
+    """
+    _check_4d(logits)
+    flat = logits.float().flatten(2)
+    return torch.exp(flat.max(dim=-1).values - torch.logsumexp(flat, dim=-1))
+
+
+def check_finite(logits: torch.Tensor, where: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``where`` if ``logits`` holds NaN or infinity."""
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).sum())
+        raise NonFiniteError(f"{where}: {bad} non-finite logit values (NaN or infinity)")
+
+
+def _check_4d(tensor: torch.Tensor) -> None:
+    if tensor.ndim != 4:
+        raise ValueError(f"expected a (N, K, H, W) tensor, got shape {tuple(tensor.shape)}")

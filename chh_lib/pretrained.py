@@ -1,0 +1,71 @@
+"""The phantom model that ships with the package, and how it is made.
+
+``chh_lib/assets/phantom_unet_small.pt`` is a slim checkpoint (model weights,
+configuration and provenance; no optimiser state) exported from a ``chh train``
+run with :func:`export_slim_checkpoint` (``chh export``). ``chh pretrained RUN_DIR``
+turns it into a run directory that ``chh evaluate`` and the notebooks accept.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from chh_lib.config import config_from_dict, save_config
+from chh_lib.engine import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
+from chh_lib.errors import CheckpointError
+from chh_lib.files import write_json_atomic
+
+PRETRAINED_NAME = "phantom_unet_small.pt"
+
+
+def pretrained_path() -> Path:
+    """Path of the shipped phantom checkpoint."""
+    return Path(str(resources.files("chh_lib") / "assets" / PRETRAINED_NAME))
+
+
+def export_slim_checkpoint(run_dir: Path, out_path: Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``run_dir``'s last checkpoint without optimiser or scheduler state.
+
+    Parameters
+    ----------
+    provenance : dict, optional
+        Free-form facts to keep with the weights (command, hardware, training time).
+    """
+    source = Path(run_dir) / LAST_CHECKPOINT
+    payload = load_checkpoint(source)
+    slim = {key: value for key, value in payload.items() if key not in ("optimizer_state", "scheduler_state")}
+    slim["provenance"] = dict(provenance or {})
+    save_checkpoint(slim, Path(out_path))
+    return Path(out_path)
+
+
+def write_pretrained_run(run_dir: Path, data_dir: Path | None = None, checkpoint: Path | None = None) -> Path:
+    """Make a run directory from the shipped (or given) slim checkpoint.
+
+    Writes ``config.yaml``, ``manifest.json`` (``pretrained: true`` and ``data_dir``
+    when given) and ``checkpoints/last.pt``.
+
+    Returns
+    -------
+    Path
+        The checkpoint written.
+    """
+    source = Path(checkpoint) if checkpoint is not None else pretrained_path()
+    payload = load_checkpoint(source)
+    if "config" not in payload:
+        raise CheckpointError(f"{source}: no configuration stored with the weights")
+    run_dir = Path(run_dir)
+    target = run_dir / LAST_CHECKPOINT
+    if target.exists():
+        raise CheckpointError(f"{target}: a checkpoint is already there; choose another run directory")
+    save_config(config_from_dict(payload["config"]), run_dir / "config.yaml")
+    save_checkpoint(payload, target)
+    manifest = {
+        "pretrained": True,
+        "source": source.name,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None,
+        "provenance": payload.get("provenance", {}),
+    }
+    write_json_atomic(manifest, run_dir / "manifest.json")
+    return target

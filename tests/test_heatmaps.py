@@ -1,0 +1,97 @@
+"""2D softmax, one-hot NLL, arg-max decoding and mode probability."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from chh_lib.errors import NonFiniteError
+from chh_lib.heatmaps import (
+    MISSING_INDEX,
+    argmax_2d,
+    check_finite,
+    log_softmax_2d,
+    mode_probability,
+    one_hot_nll,
+    softmax_2d,
+    target_flat_index,
+)
+
+
+def test_softmax_2d_matches_torch_softmax_over_flattened_pixels():
+    logits = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    expected = torch.softmax(logits.reshape(2, 3, -1), dim=-1).reshape(2, 3, 5, 7)
+    result = softmax_2d(logits)
+    assert result.dtype == torch.float32
+    assert torch.allclose(result.double(), expected, atol=1e-6)
+    assert torch.allclose(result.sum(dim=(-2, -1)), torch.ones(2, 3), atol=1e-5)
+
+
+def test_log_softmax_2d_is_finite_for_huge_logits():
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[0, 0, 1, 2] = 1e4
+    logits[0, 1] = -1e4
+    logits[0, 1, 3, 3] = 1e4
+    log_p = log_softmax_2d(logits)
+    assert torch.isfinite(log_p).all()
+    assert log_p[0, 0, 1, 2].item() == pytest.approx(0.0, abs=1e-6)
+    assert softmax_2d(logits)[0, 1, 3, 3].item() == pytest.approx(1.0)
+
+
+def test_bf16_logits_are_promoted_to_float32():
+    logits = torch.randn(1, 1, 4, 4).bfloat16()
+    assert log_softmax_2d(logits).dtype == torch.float32
+
+
+def test_one_hot_nll_equals_minus_log_probability_at_target():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 3, 4)
+    target_index = torch.tensor([[5, MISSING_INDEX], [0, 11]])
+    log_p = log_softmax_2d(logits).flatten(2)
+    expected = -(log_p[0, 0, 5] + log_p[1, 0, 0] + log_p[1, 1, 11]) / 3
+    assert one_hot_nll(logits, target_index).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_one_hot_nll_refuses_a_batch_without_landmarks():
+    with pytest.raises(ValueError, match="no landmark"):
+        one_hot_nll(torch.zeros(1, 2, 3, 3), torch.full((1, 2), MISSING_INDEX))
+
+
+def test_target_flat_index_rounds_and_marks_outside_or_nan_missing():
+    target_px = torch.tensor([[2.4, 1.6], [3.5, 0.2], [-0.6, 1.0], [float("nan"), 1.0], [4.6, 0.0]])
+    index = target_flat_index(target_px, width=5, height=3)
+    # (2, 2) -> 12; (4, 0) -> 4 (round half to even gives 4); x=-1 outside; NaN missing; x=5 outside
+    assert index.tolist() == [12, 4, MISSING_INDEX, MISSING_INDEX, MISSING_INDEX]
+
+
+def test_argmax_2d_returns_float_xy_of_first_maximum():
+    maps = torch.zeros(1, 2, 4, 5)
+    maps[0, 0, 2, 3] = 1.0
+    maps[0, 1, 1, 4] = 2.0
+    maps[0, 1, 3, 0] = 2.0  # a tie later in row-major order loses
+    xy = argmax_2d(maps)
+    assert xy.dtype == torch.float32
+    assert xy.tolist() == [[[3.0, 2.0], [4.0, 1.0]]]
+
+
+def test_mode_probability_equals_max_of_softmax():
+    logits = torch.randn(3, 4, 6, 5) * 3
+    expected = softmax_2d(logits).flatten(2).max(dim=-1).values
+    assert torch.allclose(mode_probability(logits), expected, atol=1e-6)
+
+
+def test_check_finite_names_the_place():
+    logits = torch.zeros(1, 1, 2, 2)
+    logits[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="batch 3"):
+        check_finite(logits, "batch 3")
+    check_finite(torch.zeros(1, 1, 2, 2), "fine")
+
+
+def test_reference_vectors_softmax_and_argmax(reference_vectors):
+    logits = torch.from_numpy(reference_vectors["logits"])
+    temperatures = torch.from_numpy(reference_vectors["temperatures"])
+    scaled = logits / temperatures[None, :, None, None]
+    heatmaps = softmax_2d(scaled.double()).double().numpy()
+    np.testing.assert_allclose(heatmaps, reference_vectors["heatmaps"], atol=1e-7, rtol=1e-5)
+    np.testing.assert_array_equal(argmax_2d(scaled).numpy(), reference_vectors["argmax_xy"])
