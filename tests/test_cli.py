@@ -1,0 +1,106 @@
+"""The `chh` command line end to end with the smoke profile, and its error messages."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import make_tiny_descriptor, make_tiny_isbi
+
+from chh_lib.cli import main
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Phantom -> train (smoke) -> evaluate, once for the module."""
+    root = tmp_path_factory.mktemp("smoke")
+    data_dir, run_dir = root / "phantom", root / "run"
+    assert main(["phantom", str(data_dir), "--num-images", "16", "--image-size", "160", "200", "--seed", "3"]) == 0
+    assert main(["train", "--data", str(data_dir), "--run-dir", str(run_dir), "--profile", "smoke",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert main(["evaluate", "--run-dir", str(run_dir), "--split", "test", "--device", "cpu"]) == 0
+    return data_dir, run_dir
+
+
+def test_smoke_run_writes_every_output(smoke_run, capsys):
+    data_dir, run_dir = smoke_run
+    for name in ("config.yaml", "manifest.json", "train_log.csv", "train.log", "checkpoints/last.pt"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
+    assert metrics["num_images"] == 6 and metrics["num_landmarks"] == 19
+    assert set(metrics["sdr_percent"]) == {"2", "2.5", "3", "4"}
+    assert all(0.0 <= v <= 100.0 for v in metrics["sdr_percent"].values())
+    sdr = list(metrics["sdr_percent"].values())
+    assert sdr == sorted(sdr)
+    assert metrics["mre_mm"] > 0 and metrics["mre_sd_mm"] >= 0 and metrics["baseline_mre_mm"] > 0
+    assert metrics["num_missing"] >= 0 and metrics["sdr_inclusive"] is False
+    per_landmark = (run_dir / "eval_test" / "per_landmark.csv").read_text().splitlines()
+    assert len(per_landmark) == 20 and per_landmark[0].startswith("landmark,abbreviation,mre_mm")
+    per_image = (run_dir / "eval_test" / "per_image.csv").read_text().splitlines()
+    assert len(per_image) == 7 and per_image[0].startswith("image_id,mre_mm,S_error_mm")
+
+
+def test_per_image_errors_average_to_the_reported_mre(smoke_run):
+    _, run_dir = smoke_run
+    import pandas as pd
+
+    table = pd.read_csv(run_dir / "eval_test" / "per_image.csv")
+    errors = table.filter(like="_error_mm").to_numpy()
+    metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
+    assert np.nanmean(errors) == pytest.approx(metrics["mre_mm"], abs=1e-3)
+
+
+def test_train_refuses_to_overwrite_a_run(smoke_run, capsys):
+    data_dir, run_dir = smoke_run
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    status = main(["train", "--data", str(data_dir), "--run-dir", str(run_dir), "--profile", "smoke", "--no-progress"])
+    assert status == 2
+    assert "already there; use --resume" in capsys.readouterr().err
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_missing_data_directory_is_a_clear_error(tmp_path, capsys):
+    status = main(["train", "--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "run"), "--profile", "smoke"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "nope: data directory not found" in err and "Traceback" not in err
+
+
+def test_evaluate_with_another_landmark_count_is_refused(smoke_run, tmp_path, capsys):
+    _, run_dir = smoke_run
+    make_tiny_isbi(tmp_path / "five", num_landmarks=5)
+    make_tiny_descriptor(tmp_path / "five", num_landmarks=5)
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    status = main(["evaluate", "--run-dir", str(copy), "--data", str(tmp_path / "five")])
+    assert status == 2
+    assert "trained for 19 landmarks but the data set has 5" in capsys.readouterr().err
+    assert not (copy / "eval_test").exists() or (copy / "eval_test" / "metrics.json").read_text() == (
+        run_dir / "eval_test" / "metrics.json"
+    ).read_text()
+
+
+def test_corrupt_image_is_named_and_earlier_results_survive(smoke_run, tmp_path, capsys):
+    data_dir, run_dir = smoke_run
+    data_copy, run_copy = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(data_dir, data_copy, ignore=shutil.ignore_patterns(".chh_cache"))
+    shutil.copytree(run_dir, run_copy)
+    metrics_before = (run_copy / "eval_test" / "metrics.json").read_text()
+    victim = sorted((data_copy / "RawImage" / "Test1Data").iterdir())[0]
+    victim.write_bytes(b"BM" + b"\x00" * 10)
+    status = main(["evaluate", "--run-dir", str(run_copy), "--data", str(data_copy)])
+    assert status == 2
+    assert f"{victim.name}: not a readable image" in capsys.readouterr().err
+    assert (run_copy / "eval_test" / "metrics.json").read_text() == metrics_before
+
+
+def test_short_annotation_file_is_named(smoke_run, tmp_path, capsys):
+    data_dir, _ = smoke_run
+    data_copy = tmp_path / "data"
+    shutil.copytree(data_dir, data_copy, ignore=shutil.ignore_patterns(".chh_cache"))
+    victim = sorted((data_copy / "AnnotationsByMD" / "400_junior").iterdir())[0]
+    victim.write_text("\n".join(victim.read_text().splitlines()[:18]) + "\n")
+    status = main(["train", "--data", str(data_copy), "--run-dir", str(tmp_path / "run"), "--profile", "smoke"])
+    assert status == 2
+    assert f"{victim.name}: expected at least 19 'x,y' lines, found 18" in capsys.readouterr().err
