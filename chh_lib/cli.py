@@ -87,9 +87,8 @@ def _run_phantom(args: argparse.Namespace) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from chh_lib.config import load_config, profile_config
-    from chh_lib.data.dataset import LandmarkDataset
     from chh_lib.data.formats import read_landmark_data
-    from chh_lib.engine import LAST_CHECKPOINT, choose_device, train
+    from chh_lib.engine import LAST_CHECKPOINT, choose_device, make_training_dataset, train
     from chh_lib.evaluation import default_cache_dir
 
     run_dir: Path = args.run_dir
@@ -106,7 +105,7 @@ def _run_train(args: argparse.Namespace) -> None:
     device = choose_device(args.device)
     _log_to_file(run_dir / "train.log")
     data = read_landmark_data(args.data)
-    dataset = LandmarkDataset(data.split("train"), config.data.image_size, default_cache_dir(args.data, run_dir))
+    dataset = make_training_dataset(config, data.split("train"), default_cache_dir(args.data, run_dir))
     logger.info(
         "training %s (%s profile) on %d images at %dx%d on %s",
         config.model.name, config.profile, len(dataset), *config.data.image_size, device,

@@ -44,6 +44,33 @@ class DataConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """The paper's augmentation (``chh_lib.data.augment``); pixel values are at ``reference_width``.
+
+    Attributes
+    ----------
+    translate_px : float
+        Largest shift in x and y (paper: 10 px at 640 px wide).
+    scales, rotations_deg : list of float
+        One value is chosen from each list (paper: [0.95, 1], [-3, 3]).
+    multiply, gamma : (float, float)
+        Ranges of the intensity factor and the gamma exponent.
+    elastic_alpha : (float, float)
+        Range of the elastic strength; ``elastic_sigma`` its smoothness in pixels.
+    """
+
+    enabled: bool = False
+    reference_width: int = 640
+    translate_px: float = 10.0
+    scales: list[float] = field(default_factory=lambda: [0.95, 1.0])
+    rotations_deg: list[float] = field(default_factory=lambda: [-3.0, 3.0])
+    multiply: list[float] = field(default_factory=lambda: [0.5, 1.5])
+    gamma: list[float] = field(default_factory=lambda: [0.7, 1.7])
+    elastic_alpha: list[float] = field(default_factory=lambda: [0.0, 500.0])
+    elastic_sigma: float = 30.0
+
+
+@dataclass
 class ModelConfig:
     """Which network to build (a key of ``chh_lib.model.MODEL_REGISTRY``) and its options."""
 
@@ -91,6 +118,7 @@ class RunConfig:
 
     profile: str = "cpu"
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -110,6 +138,7 @@ def _cpu() -> RunConfig:
     return RunConfig(
         profile="cpu",
         data=DataConfig(image_size=(160, 200)),
+        augment=AugmentConfig(enabled=True),
         model=ModelConfig(name="unet_small", options={}),
         train=TrainConfig(epochs=40, batch_size=8, lr=2e-3, lr_milestones=[28, 36], warmup_epochs=1),
         eval=EvalConfig(batch_size=16),
@@ -120,6 +149,7 @@ def _paper() -> RunConfig:
     return RunConfig(
         profile="paper",
         data=DataConfig(image_size=(640, 800)),
+        augment=AugmentConfig(enabled=True),
         model=ModelConfig(name="unet_resnet34", imagenet_encoder=True),
         train=TrainConfig(epochs=15, batch_size=4, lr=1e-3, lr_milestones=[4, 6, 8], lr_gamma=0.1),
         eval=EvalConfig(batch_size=4),
@@ -143,7 +173,7 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:
     """Inverse of :func:`config_to_dict`; unknown keys raise :class:`ConfigError`."""
-    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+    sections = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key == "profile":

@@ -31,7 +31,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from chh_lib.config import RunConfig, config_to_dict, save_config
+from chh_lib.data.augment import LandmarkAugmenter
 from chh_lib.data.dataset import LandmarkDataset
+from chh_lib.data.formats import ImageRecord
 from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.heatmaps import argmax_2d, check_finite, mode_probability, one_hot_nll
@@ -70,6 +72,12 @@ def learning_rate_factor(epoch: int, milestones: list[int], gamma: float, warmup
     if warmup_epochs > 0 and epoch < warmup_epochs:
         factor *= 0.1 + 0.9 * epoch / warmup_epochs
     return factor
+
+
+def make_training_dataset(config: RunConfig, records: list[ImageRecord], cache_dir: Path | None) -> LandmarkDataset:
+    """The training split at the configured size, with the paper's augmentation when enabled."""
+    augmenter = LandmarkAugmenter(config.augment, config.data.image_size) if config.augment.enabled else None
+    return LandmarkDataset(records, config.data.image_size, cache_dir, augmenter=augmenter, seed=config.train.seed)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -219,6 +227,7 @@ def train(
 
     use_bf16 = device.type == "cuda" and config.train.bf16_on_cuda
     for epoch in range(start_epoch, config.train.epochs):
+        dataset.set_epoch(epoch)
         loader = DataLoader(
             dataset,
             batch_size=config.train.batch_size,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,12 @@ class LandmarkDataset(Dataset):
         Network input (width, height).
     cache_dir : Path or None
         Folder for resized images (``.npy``, written atomically); None keeps nothing on disk.
+    augmenter : callable, optional
+        ``augmenter(image, annotations_px, seed) -> (image, annotations_px)`` applied to
+        each sample (e.g. :class:`chh_lib.data.augment.LandmarkAugmenter`); the seed is
+        derived from (``seed``, epoch, index), so a sample's augmentation does not depend on
+        which DataLoader worker loads it. Call :meth:`set_epoch` before each epoch.
+    seed : int
 
     Each item is a dict:
 
@@ -118,13 +125,21 @@ class LandmarkDataset(Dataset):
     """
 
     def __init__(
-        self, records: list[ImageRecord], image_size: tuple[int, int], cache_dir: Path | None = None
+        self,
+        records: list[ImageRecord],
+        image_size: tuple[int, int],
+        cache_dir: Path | None = None,
+        augmenter: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+        seed: int = 0,
     ) -> None:
         if not records:
             raise DataFormatError("cannot build a data set from an empty list of images")
         self.records = list(records)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.augmenter = augmenter
+        self.seed = int(seed)
+        self.epoch = 0
         self.geometries = [self._geometry(record) for record in self.records]
         self.annotations_px = np.stack(
             [g.to_target_px(r.annotations_px) for g, r in zip(self.geometries, self.records)]
@@ -145,16 +160,26 @@ class LandmarkDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (no effect without an augmenter)."""
+        self.epoch = int(epoch)
+
     def __getitem__(self, index: int) -> dict:
         image = self.load_resized(index)
+        annotations_px = self.annotations_px[index]  # (A, K, 2)
+        if self.augmenter is not None:
+            if image.dtype != np.uint8:
+                image = (image // 257).astype(np.uint8)
+            item_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+            image, annotations_px = self.augmenter(image, annotations_px, item_seed)
         scale = 255.0 if image.dtype == np.uint8 else 65535.0
-        target_px = torch.from_numpy(self.target_px[index]).float()
+        target_px = torch.from_numpy(annotations_px.mean(axis=0)).float()
         width, height = self.image_size
         return {
             "image": torch.from_numpy(image.astype(np.float32) / scale)[None],
             "target_px": target_px,
             "target_index": target_flat_index(target_px, width, height),
-            "annotations_px": torch.from_numpy(self.annotations_px[index]).float(),
+            "annotations_px": torch.from_numpy(annotations_px).float(),
             "pixel_size_mm": torch.from_numpy(self.pixel_size_mm[index]).float(),
             "index": index,
         }
