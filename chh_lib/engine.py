@@ -280,7 +280,9 @@ def _train_one_epoch(
 ) -> dict[str, float]:
     model.train()
     total_loss, total_images, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress, mininterval=1.0)
+    bar = tqdm(  # disable=None: a bar on a terminal, none in a log file
+        loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, disable=None if progress else True, mininterval=1.0
+    )
     for step, batch in enumerate(bar):
         images = batch["image"].to(device, non_blocking=True)
         target_index = batch["target_index"].to(device, non_blocking=True)
