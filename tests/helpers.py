@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chh_lib.data.formats import ISBI_SPLIT_FOLDERS, write_descriptor, write_isbi_case
+from chh_lib.data.formats import ISBI_FOLDERS, write_descriptor, write_isbi_case
 
 
 def make_tiny_isbi(
@@ -20,7 +20,7 @@ def make_tiny_isbi(
     width, height = size
     annotations = {}
     number = 1
-    for folder in ISBI_SPLIT_FOLDERS.values():
+    for folder in ISBI_FOLDERS:
         for _ in range(images_per_split):
             stem = f"{number:03d}"
             image = rng.integers(0, 255, size=(height, width), dtype=np.uint8)

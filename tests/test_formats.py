@@ -20,7 +20,8 @@ def test_isbi_layout_reads_back_exactly(tmp_path):
     data = read_landmark_data(tmp_path)
     assert data.landmarks == ISBI_2015
     assert data.annotators == ("400_senior", "400_junior")
-    assert {name: len(records) for name, records in data.splits.items()} == {"train": 2, "test": 2, "test2": 2}
+    assert {name: len(records) for name, records in data.splits.items()} == {
+        "train": 2, "calibration": 0, "test": 2, "test2": 2}
     for records in data.splits.values():
         for record in records:
             np.testing.assert_allclose(record.annotations_px, written[record.image_id], atol=1e-9)

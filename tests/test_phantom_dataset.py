@@ -29,7 +29,7 @@ def test_same_arguments_give_byte_identical_files(tmp_path):
 
 def test_layout_descriptor_and_reader_agree(tmp_path):
     summary = write_phantom_dataset(tmp_path, num_images=12, seed=1, image_size=(160, 200), hard_fraction=0.25)
-    assert summary.split_counts == {"train": 4, "test": 4, "test2": 4}
+    assert summary.split_counts == {"TrainingData": 4, "Test1Data": 4, "Test2Data": 4}
     assert summary.num_hard == 3
     descriptor = load_yaml(tmp_path / "dataset.yaml")
     assert descriptor["landmarks"] == list(ISBI_2015.names)
@@ -38,8 +38,11 @@ def test_layout_descriptor_and_reader_agree(tmp_path):
         "name": "chh phantom", "version": "1", "seed": 1, "num_images": 12,
         "image_size": [160, 200], "hard_fraction": 0.25,
     }
+    assert descriptor["protocol"] == "clean"
     data = read_landmark_data(tmp_path)
-    assert [r.image_id for r in data.split("train")] == [f"TrainingData/{i:03d}" for i in range(1, 5)]
+    held_out = [r.image_id for r in data.split("calibration")]
+    assert len(held_out) == 1
+    assert sorted([r.image_id for r in data.split("train")] + held_out) == [f"TrainingData/{i:03d}" for i in range(1, 5)]
     assert data.split("test")[0].pixel_size_mm == (1.2, 1.2)
     lines = (tmp_path / "AnnotationsByMD" / "400_senior" / "001.txt").read_text().splitlines()
     assert len(lines) == 21 and lines[19] in ("0", "1")

@@ -1,22 +1,55 @@
 """Readers and writers for landmark data sets on disk.
 
-The ISBI 2015 cephalometric layout (Wang et al. 2016) is::
+Three formats, chosen by the ``format`` key of ``ROOT/dataset.yaml`` (a data set
+without a descriptor is read as ISBI 2015 with its built-in defaults):
+
+``isbi2015`` (Wang et al. 2016)::
 
     ROOT/RawImage/{TrainingData,Test1Data,Test2Data}/NNN.bmp
-    ROOT/AnnotationsByMD/{400_senior,400_junior}/NNN.txt
+    ROOT/AnnotationsByMD/{400_senior,400_junior}/NNN.txt    # K lines "x,y", then extra lines
 
-where each annotation file holds one ``x,y`` line per landmark (pixels, 19 for
-ISBI) followed by extra lines that readers ignore. An optional ``ROOT/dataset.yaml``
-descriptor (written by ``chh phantom``) names the landmarks, the pixel spacing
-and the generator; without it the ISBI 2015 defaults apply.
+``labelme``: a folder of images and, per annotator, a folder of labelme JSON files
+(``<image stem>.json``) whose ``point`` shapes carry the landmark labels.
 
-Split names: ``train`` (TrainingData), ``test`` (Test1Data), ``test2`` (Test2Data).
+``csv``: a folder of images and one CSV file with a row per image (and annotator):
+``image``, optional ``annotator``, then ``<label>_x``, ``<label>_y`` per landmark.
+
+Descriptor keys (all optional for ISBI 2015)::
+
+    format: isbi2015 | labelme | csv
+    landmarks: [name, ...]            # channel order; default: the 19 ISBI landmarks
+    abbreviations: [abbr, ...]
+    labels: {label in files: landmark name}   # default: names and abbreviations
+    pixel_size_mm: 0.1 | [x, y] | {default: [x, y], per_image: {image name: [x, y]}}
+    images: images                    # labelme, csv: the image folder
+    annotators: {senior: labelme/senior, junior: labelme/junior}   # labelme: folders
+    annotations: annotations.csv      # csv: the file
+    splits: {train: [a.png, ...], test: [...]}          # explicit lists, or
+    splits: {fractions: {train: 0.7, calibration: 0.15, test: 0.15}, seed: 0}
+                                      # default for labelme and csv: 0.7 / 0.1 / 0.2, seed 0
+    protocol: clean | paper           # isbi2015 only
+    calibration_fraction: 0.2         # isbi2015 clean protocol
+
+ISBI protocols: ``clean`` (default) holds out a seeded ``calibration_fraction`` of
+TrainingData as ``calibration`` and trains on the rest, leaving ``test``
+(Test1Data) and ``test2`` (Test2Data) untouched; ``paper`` reproduces the
+authors' use: ``train`` = TrainingData, ``calibration`` = first half of
+Test1Data, ``selection`` = its second half, ``test`` = Test1Data (which then
+overlaps calibration, as in the authors' code), ``test2`` = Test2Data.
+
+Ground truth is the mean of the annotators; every annotator is kept. A landmark
+an annotator did not mark is NaN. Problems are raised as :class:`DataFormatError`
+naming the file; with a collecting :class:`ProblemLog`, per-image problems are
+recorded and the image is skipped instead (the data checker uses this).
 """
 from __future__ import annotations
 
+import csv
 import io
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +61,12 @@ from chh_lib.errors import DataFormatError
 from chh_lib.files import write_bytes_atomic, write_text_atomic
 from chh_lib.landmarks import ISBI_2015, ISBI_2015_PIXEL_SIZE_MM, LandmarkSet
 
-ISBI_SPLIT_FOLDERS = {"train": "TrainingData", "test": "Test1Data", "test2": "Test2Data"}
+ISBI_FOLDERS = ("TrainingData", "Test1Data", "Test2Data")
 ISBI_ANNOTATORS = ("400_senior", "400_junior")
+ISBI_PROTOCOLS = ("clean", "paper")
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DESCRIPTOR_NAME = "dataset.yaml"
+FORMATS = ("isbi2015", "labelme", "csv")
 
 
 @dataclass(frozen=True)
@@ -41,10 +76,10 @@ class ImageRecord:
     Attributes
     ----------
     image_id : str
-        ``<split folder>/<file stem>``, unique within the data set.
+        Unique within the data set: ``<folder>/<stem>`` for ISBI, the image file name otherwise.
     image_path : Path
     annotations_px : ndarray, shape (A, K, 2)
-        (x, y) in pixels of the original image, one row per annotator; NaN = missing.
+        (x, y) in pixels of the original image, one block per annotator; NaN = missing.
     pixel_size_mm : (float, float)
         (x, y) spacing of the original image in mm.
     """
@@ -64,6 +99,8 @@ class LandmarkData:
     annotators: tuple[str, ...]
     splits: dict[str, list[ImageRecord]]
     descriptor: dict[str, Any]
+    format: str = "isbi2015"
+    protocol: str | None = None
 
     def split(self, name: str) -> list[ImageRecord]:
         """Records of the split ``name``; an unknown or empty split raises :class:`DataFormatError`."""
@@ -76,13 +113,39 @@ class LandmarkData:
         return self.splits[name]
 
 
+@dataclass
+class ProblemLog:
+    """Where readers send what they find wrong.
+
+    ``report`` is for problems that would make training wrong: raised at once as
+    :class:`DataFormatError`, or, when ``collect`` is set, recorded in ``problems``
+    while the reader skips the image. ``warn`` is for harmless oddities (an
+    annotation file without an image): always recorded in ``warnings``, never raised.
+    """
+
+    collect: bool = False
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def report(self, message: str) -> None:
+        if not self.collect:
+            raise DataFormatError(message)
+        self.problems.append(message)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+# ----------------------------------------------------------------------------- images
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as a grey-scale array.
 
     Parameters
     ----------
     path : Path
-        A .bmp, .png, .jpg or .tif file; RGB is converted to grey.
+        A .bmp, .png, .jpg or .tif file, 8- or 16-bit; RGB is converted to grey.
 
     Returns
     -------
@@ -104,8 +167,7 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.uint16 if image.mode != "I" else np.int32)
-                array = np.clip(array, 0, 65535).astype(np.uint16)
+                array = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
             else:
                 array = np.asarray(image.convert("L"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
@@ -122,6 +184,13 @@ def image_size_of(path: Path) -> tuple[int, int]:
             return image.size
     except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
         raise DataFormatError(f"{path}: not a readable image ({error})") from None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# ----------------------------------------------------------------------------- ISBI 2015
 
 
 def parse_isbi_annotation(text: str, num_landmarks: int, source: str) -> np.ndarray:
@@ -159,9 +228,7 @@ def parse_isbi_annotation(text: str, num_landmarks: int, source: str) -> np.ndar
         try:
             x, y = float(fields[0]), float(fields[1])
         except ValueError:
-            raise DataFormatError(
-                f"{source}: line {row + 1} is not numeric: {line[:60]!r}"
-            ) from None
+            raise DataFormatError(f"{source}: line {row + 1} is not numeric: {line[:60]!r}") from None
         if not (math.isfinite(x) and math.isfinite(y)):
             raise DataFormatError(f"{source}: line {row + 1} holds a non-finite value: {line[:60]!r}")
         points[row] = (x, y)
@@ -211,79 +278,365 @@ def write_isbi_case(
         raise ValueError(f"expected a (H, W) uint8 image, got {image.dtype} {image.shape}")
     if len(annotations_px) != len(annotators):
         raise ValueError(f"{len(annotations_px)} annotation sets for {len(annotators)} annotators")
-    image_path = root / "RawImage" / split_folder / f"{stem}.bmp"
-    image_path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     Image.fromarray(image, mode="L").save(buffer, format="BMP")
-    write_bytes_atomic(image_path, buffer.getvalue())
+    write_bytes_atomic(root / "RawImage" / split_folder / f"{stem}.bmp", buffer.getvalue())
     for annotator, points in zip(annotators, annotations_px):
         text = format_isbi_annotation(points, extra_lines)
         write_text_atomic(root / "AnnotationsByMD" / annotator / f"{stem}.txt", text)
 
 
-def write_descriptor(root: Path, descriptor: dict[str, Any]) -> Path:
-    """Write ``ROOT/dataset.yaml``."""
-    path = Path(root) / DESCRIPTOR_NAME
-    save_yaml(descriptor, path)
-    return path
+def _read_isbi(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, list[ImageRecord]]:
+    """Records per ISBI folder (TrainingData, Test1Data, Test2Data)."""
+    raw_dir = root / "RawImage"
+    if not raw_dir.is_dir():
+        raise DataFormatError(f"{raw_dir}: folder not found (expected the ISBI 2015 layout)")
+    annotation_dirs = {a: root / "AnnotationsByMD" / a for a in spec.annotators}
+    for folder in annotation_dirs.values():
+        if not folder.is_dir():
+            raise DataFormatError(f"{folder}: annotator folder not found")
+    stems_by_annotator = {a: {p.stem for p in d.glob("*.txt")} for a, d in annotation_dirs.items()}
+    by_folder: dict[str, list[ImageRecord]] = {}
+    all_stems: set[str] = set()
+    for folder in ISBI_FOLDERS:
+        folder_path = raw_dir / folder
+        if not folder_path.is_dir():
+            raise DataFormatError(f"{folder_path}: split folder not found")
+        records = []
+        for image_path in _images_in(folder_path):
+            all_stems.add(image_path.stem)
+            missing = [str(annotation_dirs[a] / f"{image_path.stem}.txt") for a in spec.annotators
+                       if image_path.stem not in stems_by_annotator[a]]
+            if missing:
+                log.report(f"{image_path}: no annotation by every annotator (missing {', '.join(missing)})")
+                continue
+            try:
+                annotations = np.stack([
+                    read_isbi_annotation(annotation_dirs[a] / f"{image_path.stem}.txt", spec.landmarks.num_landmarks)
+                    for a in spec.annotators
+                ])
+                pixel_size_mm = spec.pixel_size_for(image_path.name)
+            except DataFormatError as error:
+                log.report(str(error))
+                continue
+            records.append(ImageRecord(f"{folder}/{image_path.stem}", image_path, annotations, pixel_size_mm))
+        by_folder[folder] = records
+    for annotator, stems in stems_by_annotator.items():
+        for stem in sorted(stems - all_stems):
+            log.warn(f"{annotation_dirs[annotator] / (stem + '.txt')}: annotation without an image")
+    return by_folder
 
 
-def read_landmark_data(root: Path) -> LandmarkData:
-    """Read a data set in the ISBI 2015 layout, with or without a ``dataset.yaml`` descriptor.
+def _isbi_splits(by_folder: dict[str, list[ImageRecord]], protocol: str, spec: _Spec) -> dict[str, list[ImageRecord]]:
+    training, test1, test2 = (by_folder[f] for f in ISBI_FOLDERS)
+    if protocol == "paper":
+        half = len(test1) // 2
+        return {"train": training, "calibration": test1[:half], "selection": test1[half:],
+                "test": test1, "test2": test2}
+    order = np.random.default_rng(spec.seed).permutation(len(training))
+    num_calibration = int(round(spec.calibration_fraction * len(training)))
+    held_out = set(order[:num_calibration].tolist())
+    return {
+        "train": [r for i, r in enumerate(training) if i not in held_out],
+        "calibration": [r for i, r in enumerate(training) if i in held_out],
+        "test": test1,
+        "test2": test2,
+    }
+
+
+# ----------------------------------------------------------------------------- labelme
+
+
+def parse_labelme(
+    text: str, label_to_index: dict[str, int], num_landmarks: int, source: str,
+    image_name: str | None = None, image_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Parse one labelme JSON document into landmark positions.
+
+    Parameters
+    ----------
+    text : str
+        The JSON text.
+    label_to_index : dict
+        Label in the file -> landmark channel.
+    image_name, image_size : optional
+        When given, ``imagePath`` (its file name) and ``imageWidth``/``imageHeight``
+        must agree with them.
+
+    Returns
+    -------
+    ndarray, shape (K, 2)
+        (x, y) in pixels; NaN for a landmark without a point.
 
     Raises
     ------
     DataFormatError
-        Missing folders, an image without annotations (or the reverse), two
-        annotators disagreeing on the image list, or a malformed annotation file;
-        every message names the file or folder.
+        Invalid JSON, a non-point shape, an unknown or duplicated label, a point
+        that is not two finite numbers, or an image name or size that disagrees.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataFormatError(f"{root}: data directory not found")
-    descriptor_path = root / DESCRIPTOR_NAME
-    descriptor = load_yaml(descriptor_path) if descriptor_path.exists() else {}
-    fmt = descriptor.get("format", "isbi2015")
-    if fmt != "isbi2015":
-        raise DataFormatError(f"{descriptor_path}: unsupported format {fmt!r} (supported: isbi2015)")
-    landmarks = _landmarks_from_descriptor(descriptor, descriptor_path)
-    pixel_size_mm = _pixel_size_from_descriptor(descriptor, descriptor_path)
-    annotators = tuple(descriptor.get("annotators", ISBI_ANNOTATORS))
-    split_folders = dict(descriptor.get("splits", ISBI_SPLIT_FOLDERS))
-
-    raw_dir = root / "RawImage"
-    if not raw_dir.is_dir():
-        raise DataFormatError(f"{raw_dir}: folder not found (expected the ISBI 2015 layout)")
-    for annotator in annotators:
-        if not (root / "AnnotationsByMD" / annotator).is_dir():
-            raise DataFormatError(f"{root / 'AnnotationsByMD' / annotator}: annotator folder not found")
-
-    splits: dict[str, list[ImageRecord]] = {}
-    for split, folder in split_folders.items():
-        folder_path = raw_dir / folder
-        if not folder_path.is_dir():
-            raise DataFormatError(f"{folder_path}: split folder for {split!r} not found")
-        images = sorted(p for p in folder_path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        splits[split] = [
-            ImageRecord(
-                image_id=f"{folder}/{image_path.stem}",
-                image_path=image_path,
-                annotations_px=_read_annotators(root, annotators, image_path.stem, landmarks.num_landmarks),
-                pixel_size_mm=pixel_size_mm,
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise DataFormatError(f"{source}: not valid JSON ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("shapes"), list):
+        raise DataFormatError(f"{source}: not a labelme file (no 'shapes' list)")
+    if image_name is not None and "imagePath" in document:
+        named = Path(str(document["imagePath"]).replace("\\", "/")).name
+        if named != image_name:
+            raise DataFormatError(f"{source}: imagePath {named!r} does not match the image {image_name!r}")
+    if image_size is not None:
+        declared = (document.get("imageWidth"), document.get("imageHeight"))
+        if declared != (None, None) and tuple(declared) != tuple(image_size):
+            raise DataFormatError(
+                f"{source}: image size {declared[0]}x{declared[1]} in the file, "
+                f"but the image is {image_size[0]}x{image_size[1]}"
             )
-            for image_path in images
-        ]
-    return LandmarkData(root, landmarks, annotators, splits, descriptor)
+    points = np.full((num_landmarks, 2), np.nan)
+    seen: set[str] = set()
+    for number, shape in enumerate(document["shapes"]):
+        if not isinstance(shape, dict):
+            raise DataFormatError(f"{source}: shape {number + 1} is not an object")
+        label = str(shape.get("label"))
+        if shape.get("shape_type", "point") != "point":
+            raise DataFormatError(f"{source}: shape {label!r} is a {shape.get('shape_type')!r}, not a point")
+        if label not in label_to_index:
+            raise DataFormatError(f"{source}: label {label!r} is not a landmark of the descriptor")
+        if label in seen:
+            raise DataFormatError(f"{source}: label {label!r} appears more than once")
+        seen.add(label)
+        xy = _point_from(shape.get("points"))
+        if xy is None:
+            raise DataFormatError(f"{source}: point {label!r} is not one pair of finite numbers")
+        points[label_to_index[label]] = xy
+    return points
 
 
-def _read_annotators(root: Path, annotators: tuple[str, ...], stem: str, num_landmarks: int) -> np.ndarray:
-    paths = [root / "AnnotationsByMD" / annotator / f"{stem}.txt" for annotator in annotators]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise DataFormatError(
-            f"image {stem}: annotation missing for some annotators: {', '.join(missing)}"
-        )
-    return np.stack([read_isbi_annotation(p, num_landmarks) for p in paths])
+def _point_from(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    try:
+        x, y = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
+
+
+def _read_labelme(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, ImageRecord]:
+    image_dir = spec.folder(root, "images", "images")
+    folders = spec.annotator_folders(root)
+    records: dict[str, ImageRecord] = {}
+    images = _images_in(image_dir)
+    stems = {p.stem for p in images}
+    for annotator, folder in folders.items():
+        for stray in sorted(p for p in folder.glob("*.json") if p.stem not in stems):
+            log.warn(f"{stray}: annotation without an image in {image_dir}")
+    for image_path in images:
+        paths = {a: folders[a] / f"{image_path.stem}.json" for a in spec.annotators}
+        missing = [f"{a} ({p})" for a, p in paths.items() if not p.is_file()]
+        if missing:
+            log.report(f"{image_path}: not annotated by every annotator; missing {', '.join(missing)}")
+            continue
+        try:
+            size = image_size_of(image_path)
+            annotations = np.stack([
+                parse_labelme(_read_text(p), spec.label_to_index, spec.landmarks.num_landmarks, str(p),
+                              image_path.name, size)
+                for p in paths.values()
+            ])
+            pixel_size_mm = spec.pixel_size_for(image_path.name)
+        except DataFormatError as error:
+            log.report(str(error))
+            continue
+        records[image_path.name] = ImageRecord(image_path.name, image_path, annotations, pixel_size_mm)
+    return records
+
+
+# ----------------------------------------------------------------------------- CSV
+
+
+def parse_landmark_csv(
+    text: str, label_to_index: dict[str, int], num_landmarks: int, source: str
+) -> dict[tuple[str, str], np.ndarray]:
+    """Parse a landmark CSV: ``image``, optional ``annotator``, then ``<label>_x``, ``<label>_y``.
+
+    Returns
+    -------
+    dict
+        (image name, annotator) -> (K, 2) positions in pixels; an empty cell is NaN.
+        Without an ``annotator`` column the annotator is ``"default"``.
+
+    Raises
+    ------
+    DataFormatError
+        A missing ``image`` column, a column that names no landmark, a landmark
+        with only one of its columns, a non-numeric or non-finite value, a row
+        of the wrong length, or a repeated (image, annotator) pair.
+    """
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise DataFormatError(f"{source}: empty CSV file")
+    header = [h.strip() for h in rows[0]]
+    if "image" not in header:
+        raise DataFormatError(f"{source}: no 'image' column in the header")
+    columns: dict[int, tuple[int, int]] = {}
+    for column, name in enumerate(header):
+        if name in ("image", "annotator"):
+            continue
+        label, _, axis = name.rpartition("_")
+        if axis not in ("x", "y") or label not in label_to_index:
+            raise DataFormatError(f"{source}: column {name!r} is not '<landmark label>_x' or '_y'")
+        columns[column] = (label_to_index[label], 0 if axis == "x" else 1)
+    covered = {}
+    for landmark, axis in columns.values():
+        covered.setdefault(landmark, set()).add(axis)
+    for landmark, axes in covered.items():
+        if axes != {0, 1}:
+            raise DataFormatError(f"{source}: landmark {landmark} has an _x or _y column but not both")
+    image_column = header.index("image")
+    annotator_column = header.index("annotator") if "annotator" in header else None
+    result: dict[tuple[str, str], np.ndarray] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataFormatError(f"{source}: line {line} has {len(row)} fields, the header {len(header)}")
+        image = row[image_column].strip()
+        annotator = row[annotator_column].strip() if annotator_column is not None else "default"
+        if not image:
+            raise DataFormatError(f"{source}: line {line} has no image name")
+        if (image, annotator) in result:
+            raise DataFormatError(f"{source}: line {line} repeats image {image!r} for annotator {annotator!r}")
+        points = np.full((num_landmarks, 2), np.nan)
+        for column, (landmark, axis) in columns.items():
+            cell = row[column].strip()
+            if not cell:
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DataFormatError(f"{source}: line {line}, column {header[column]!r} is not numeric: {cell[:40]!r}") from None
+            if not math.isfinite(value):
+                raise DataFormatError(f"{source}: line {line}, column {header[column]!r} is not finite: {cell!r}")
+            points[landmark, axis] = value
+        half = np.isnan(points).any(axis=1) & ~np.isnan(points).all(axis=1)
+        if half.any():
+            raise DataFormatError(f"{source}: line {line} gives only x or only y for landmark {int(np.argmax(half))}")
+        result[(image, annotator)] = points
+    return result
+
+
+def _read_csv(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, ImageRecord]:
+    image_dir = spec.folder(root, "images", "images")
+    csv_path = root / str(spec.descriptor.get("annotations", "annotations.csv"))
+    if not csv_path.is_file():
+        raise DataFormatError(f"{csv_path}: annotation CSV not found")
+    table = parse_landmark_csv(_read_text(csv_path), spec.label_to_index, spec.landmarks.num_landmarks,
+                               str(csv_path))
+    annotators = tuple(sorted({a for _, a in table}, key=lambda a: (a != "senior", a)))
+    if "annotators" in spec.descriptor:
+        annotators = spec.annotators
+    spec.annotators = annotators
+    names = sorted({image for image, _ in table})
+    records: dict[str, ImageRecord] = {}
+    for name in names:
+        image_path = image_dir / name
+        missing = [a for a in annotators if (name, a) not in table]
+        if missing:
+            log.report(f"{csv_path}: image {name!r} has no row for annotator(s) {', '.join(missing)}")
+            continue
+        if not image_path.is_file():
+            log.report(f"{image_path}: image named in {csv_path.name} not found")
+            continue
+        try:
+            pixel_size_mm = spec.pixel_size_for(name)
+        except DataFormatError as error:
+            log.report(str(error))
+            continue
+        annotations = np.stack([table[(name, a)] for a in annotators])
+        records[name] = ImageRecord(name, image_path, annotations, pixel_size_mm)
+    for image_path in _images_in(image_dir):
+        if image_path.name not in records and all((image_path.name, a) not in table for a in annotators):
+            log.warn(f"{image_path}: image without a row in {csv_path.name}")
+    return records
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise DataFormatError(f"{path}: not UTF-8 text") from None
+
+
+# ----------------------------------------------------------------------------- descriptor
+
+
+@dataclass
+class _Spec:
+    """The parsed descriptor."""
+
+    descriptor: dict[str, Any]
+    path: Path
+    landmarks: LandmarkSet
+    label_to_index: dict[str, int]
+    annotators: tuple[str, ...]
+    default_pixel_size_mm: tuple[float, float] | None
+    per_image_pixel_size_mm: dict[str, tuple[float, float]]
+    seed: int
+    calibration_fraction: float
+
+    def pixel_size_for(self, image_name: str) -> tuple[float, float]:
+        if image_name in self.per_image_pixel_size_mm:
+            return self.per_image_pixel_size_mm[image_name]
+        if self.default_pixel_size_mm is None:
+            raise DataFormatError(f"{self.path}: no pixel spacing for image {image_name!r} and no default")
+        return self.default_pixel_size_mm
+
+    def folder(self, root: Path, key: str, default: str) -> Path:
+        folder = root / str(self.descriptor.get(key, default))
+        if not folder.is_dir():
+            raise DataFormatError(f"{folder}: folder named by {self.path.name} ('{key}') not found")
+        return folder
+
+    def annotator_folders(self, root: Path) -> dict[str, Path]:
+        value = self.descriptor.get("annotators")
+        if not isinstance(value, dict) or not value:
+            raise DataFormatError(f"{self.path}: 'annotators' must map annotator names to folders")
+        folders = {str(name): root / str(folder) for name, folder in value.items()}
+        for name, folder in folders.items():
+            if not folder.is_dir():
+                raise DataFormatError(f"{folder}: folder of annotator {name!r} not found")
+        return folders
+
+
+def _parse_descriptor(descriptor: dict[str, Any], path: Path, fmt: str) -> _Spec:
+    landmarks = _landmarks_from_descriptor(descriptor, path)
+    label_to_index = {name: k for k, name in enumerate(landmarks.names)}
+    label_to_index.update({abbr: k for k, abbr in enumerate(landmarks.abbreviations)})
+    labels = descriptor.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise DataFormatError(f"{path}: 'labels' must map labels in the files to landmark names")
+    for label, name in labels.items():
+        if name not in landmarks.names:
+            raise DataFormatError(f"{path}: label {label!r} maps to {name!r}, which is not a landmark")
+        label_to_index[str(label)] = landmarks.names.index(name)
+    annotators: tuple[str, ...] = ISBI_ANNOTATORS
+    value = descriptor.get("annotators")
+    if isinstance(value, dict):
+        annotators = tuple(str(a) for a in value)
+    elif isinstance(value, list):
+        annotators = tuple(str(a) for a in value)
+    elif value is not None:
+        raise DataFormatError(f"{path}: 'annotators' must be a list or a mapping")
+    default_size, per_image = _pixel_sizes_from_descriptor(descriptor, path, fmt)
+    fraction = descriptor.get("calibration_fraction", 0.2)
+    if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise DataFormatError(f"{path}: 'calibration_fraction' must lie in [0, 1), got {fraction!r}")
+    return _Spec(descriptor, path, landmarks, label_to_index, annotators, default_size, per_image,
+                 int(descriptor.get("seed", 0)), float(fraction))
 
 
 def _landmarks_from_descriptor(descriptor: dict[str, Any], path: Path) -> LandmarkSet:
@@ -299,14 +652,129 @@ def _landmarks_from_descriptor(descriptor: dict[str, Any], path: Path) -> Landma
         raise DataFormatError(f"{path}: {error}") from None
 
 
-def _pixel_size_from_descriptor(descriptor: dict[str, Any], path: Path) -> tuple[float, float]:
-    value = descriptor.get("pixel_size_mm", list(ISBI_2015_PIXEL_SIZE_MM))
+def _spacing(value: Any, path: Path, where: str) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         value = [value, value]
     try:
         size = (float(value[0]), float(value[1]))
-    except (TypeError, ValueError, IndexError):
-        raise DataFormatError(f"{path}: 'pixel_size_mm' must be a number or [x, y]") from None
+        if len(value) != 2:
+            raise ValueError
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise DataFormatError(f"{path}: {where} must be a number or [x, y], got {value!r}") from None
     if not all(math.isfinite(v) and v > 0 for v in size):
-        raise DataFormatError(f"{path}: 'pixel_size_mm' must be positive and finite, got {value}")
+        raise DataFormatError(f"{path}: {where} must be positive and finite, got {value!r}")
     return size
+
+
+def _pixel_sizes_from_descriptor(
+    descriptor: dict[str, Any], path: Path, fmt: str
+) -> tuple[tuple[float, float] | None, dict[str, tuple[float, float]]]:
+    value = descriptor.get("pixel_size_mm")
+    if value is None:
+        if fmt == "isbi2015":
+            return ISBI_2015_PIXEL_SIZE_MM, {}
+        raise DataFormatError(f"{path}: 'pixel_size_mm' is required for the {fmt} format")
+    if not isinstance(value, dict):
+        return _spacing(value, path, "'pixel_size_mm'"), {}
+    default = _spacing(value["default"], path, "'pixel_size_mm.default'") if "default" in value else None
+    per_image = value.get("per_image", {})
+    if not isinstance(per_image, dict):
+        raise DataFormatError(f"{path}: 'pixel_size_mm.per_image' must map image names to spacings")
+    return default, {str(k): _spacing(v, path, f"pixel size of {k!r}") for k, v in per_image.items()}
+
+
+def _resolve_splits(records: dict[str, ImageRecord], spec: _Spec, log: ProblemLog) -> dict[str, list[ImageRecord]]:
+    value = spec.descriptor.get("splits")
+    names = sorted(records)
+    if value is None:
+        value = {"fractions": {"train": 0.7, "calibration": 0.1, "test": 0.2}, "seed": spec.seed}
+    if not isinstance(value, dict):
+        raise DataFormatError(f"{spec.path}: 'splits' must be a mapping")
+    if "fractions" in value:
+        fractions = value["fractions"]
+        if not isinstance(fractions, dict) or not fractions:
+            raise DataFormatError(f"{spec.path}: 'splits.fractions' must map split names to fractions")
+        try:
+            shares = np.array([float(f) for f in fractions.values()])
+        except (TypeError, ValueError):
+            raise DataFormatError(f"{spec.path}: 'splits.fractions' must be numbers") from None
+        if (shares < 0).any() or abs(shares.sum() - 1.0) > 1e-6:
+            raise DataFormatError(f"{spec.path}: split fractions must be >= 0 and sum to 1, got {shares.tolist()}")
+        order = np.random.default_rng(int(value.get("seed", spec.seed))).permutation(len(names))
+        bounds = np.round(np.cumsum(shares) * len(names)).astype(int)
+        starts = np.concatenate([[0], bounds[:-1]])
+        return {
+            str(split): [records[names[i]] for i in sorted(order[a:b])]
+            for split, a, b in zip(fractions, starts, bounds)
+        }
+    splits: dict[str, list[ImageRecord]] = {}
+    assigned: dict[str, str] = {}
+    for split, listed in value.items():
+        if not isinstance(listed, list):
+            raise DataFormatError(f"{spec.path}: split {split!r} must list image file names")
+        splits[str(split)] = []
+        for name in map(str, listed):
+            if name in assigned:
+                raise DataFormatError(f"{spec.path}: image {name!r} is in splits {assigned[name]!r} and {split!r}")
+            assigned[name] = str(split)
+            if name not in records:
+                log.report(f"{spec.path}: split {split!r} names {name!r}, which is missing or was skipped")
+                continue
+            splits[str(split)].append(records[name])
+    return splits
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def write_descriptor(root: Path, descriptor: dict[str, Any]) -> Path:
+    """Write ``ROOT/dataset.yaml``."""
+    path = Path(root) / DESCRIPTOR_NAME
+    save_yaml(descriptor, path)
+    return path
+
+
+def read_landmark_data(root: Path, protocol: str | None = None, log: ProblemLog | None = None) -> LandmarkData:
+    """Read a data set in any supported format through its descriptor.
+
+    Parameters
+    ----------
+    root : Path
+        The data set folder (holding ``dataset.yaml``, or the ISBI 2015 layout).
+    protocol : {'clean', 'paper'}, optional
+        ISBI 2015 only; overrides the descriptor's ``protocol`` (default ``clean``).
+    log : ProblemLog, optional
+        Receives warnings, and problems too when its ``collect`` is set (those
+        images are then skipped); by default the first problem raises.
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file or folder and the problem.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataFormatError(f"{root}: data directory not found")
+    descriptor_path = root / DESCRIPTOR_NAME
+    descriptor = load_yaml(descriptor_path) if descriptor_path.exists() else {}
+    fmt = descriptor.get("format", "isbi2015")
+    if fmt not in FORMATS:
+        raise DataFormatError(f"{descriptor_path}: unsupported format {fmt!r} (supported: {', '.join(FORMATS)})")
+    spec = _parse_descriptor(descriptor, descriptor_path, fmt)
+    log = log if log is not None else ProblemLog()
+    if fmt == "isbi2015":
+        if "splits" in descriptor:
+            raise DataFormatError(f"{descriptor_path}: ISBI 2015 splits come from 'protocol' (clean or paper), not 'splits'")
+        chosen = protocol or str(descriptor.get("protocol", "clean"))
+        if chosen not in ISBI_PROTOCOLS:
+            raise DataFormatError(f"unknown protocol {chosen!r}; choose one of {', '.join(ISBI_PROTOCOLS)}")
+        splits = _isbi_splits(_read_isbi(root, spec, log), chosen, spec)
+        return LandmarkData(root, spec.landmarks, spec.annotators, splits, descriptor, fmt, chosen)
+    if protocol is not None:
+        raise DataFormatError(f"{descriptor_path}: protocols apply to ISBI 2015 data only, not {fmt}")
+    reader: Callable[[Path, _Spec, ProblemLog], dict[str, ImageRecord]] = (
+        _read_labelme if fmt == "labelme" else _read_csv
+    )
+    records = reader(root, spec, log)
+    splits = _resolve_splits(records, spec, log)
+    return LandmarkData(root, spec.landmarks, spec.annotators, splits, descriptor, fmt, None)

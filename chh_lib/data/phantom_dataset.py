@@ -19,7 +19,7 @@ from chh_lib.config import load_yaml
 from chh_lib.data.formats import (
     DESCRIPTOR_NAME,
     ISBI_ANNOTATORS,
-    ISBI_SPLIT_FOLDERS,
+    ISBI_FOLDERS,
     read_landmark_data,
     write_descriptor,
     write_isbi_case,
@@ -29,6 +29,7 @@ from chh_lib.data.phantom import (
     PHANTOM_VERSION,
     annotator_disagreement,
     generate_phantom,
+    hard_case_mask,
     phantom_pixel_size_mm,
 )
 from chh_lib.errors import ConfigError, DataFormatError
@@ -45,7 +46,7 @@ class PhantomSummary:
     Attributes
     ----------
     split_counts : dict
-        Split name -> number of images.
+        ISBI folder -> number of images.
     mean_distance_mm, along_across_ratio : ndarray, shape (K,)
         Annotator disagreement per landmark (ratio NaN for non-contour landmarks).
     written : bool
@@ -84,7 +85,7 @@ def phantom_descriptor(
         "abbreviations": list(ISBI_2015.abbreviations),
         "pixel_size_mm": [round(v, 10) for v in phantom_pixel_size_mm(image_size)],
         "annotators": list(ISBI_ANNOTATORS),
-        "splits": dict(ISBI_SPLIT_FOLDERS),
+        "protocol": "clean",
         "contour_landmarks": [bool(v) for v in CONTOUR_LANDMARKS],
         "generator": {
             "name": "chh phantom",
@@ -120,9 +121,17 @@ def write_phantom_dataset(
     if not 0.0 <= hard_fraction <= 1.0:
         raise ConfigError(f"hard_fraction must lie in [0, 1], got {hard_fraction}")
     image_size = (int(image_size[0]), int(image_size[1]))
-    existing = _existing_generator(root)
-    requested = phantom_descriptor(num_images, seed, image_size, hard_fraction, [])["generator"]
-    if existing is not None and existing == requested and not overwrite:
+    sizes = split_sizes(num_images)
+    folders = [folder for folder, size in zip(ISBI_FOLDERS, sizes) for _ in range(size)]
+    width = max(3, len(str(num_images)))
+    image_ids = [f"{folder}/{index + 1:0{width}d}" for index, folder in enumerate(folders)]
+    hard_ids = [i for i, hard in zip(image_ids, hard_case_mask(num_images, seed, hard_fraction)) if hard]
+    descriptor = phantom_descriptor(num_images, seed, image_size, hard_fraction, hard_ids)
+
+    existing = _existing_descriptor(root)
+    if existing is not None and existing.get("generator") == descriptor["generator"] and not overwrite:
+        if existing != descriptor:  # same images, descriptor from an older kit: bring it up to date
+            write_descriptor(root, descriptor)
         return _summary_from_disk(root, image_size)
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise DataFormatError(
@@ -130,25 +139,19 @@ def write_phantom_dataset(
             "choose another folder or pass --overwrite"
         )
 
-    sizes = split_sizes(num_images)
-    folders = [folder for folder, size in zip(ISBI_SPLIT_FOLDERS.values(), sizes) for _ in range(size)]
-    width = max(3, len(str(num_images)))
-    light_cases, hard_ids = [], []
-    for index, case in enumerate(generate_phantom(num_images, seed, image_size, hard_fraction)):
-        stem = f"{index + 1:0{width}d}"
+    light_cases = []
+    for image_id, case in zip(image_ids, generate_phantom(num_images, seed, image_size, hard_fraction)):
+        folder, stem = image_id.split("/")
         kinds = sum(HARD_KIND_BITS[kind] for kind in case.hard_kinds)
         write_isbi_case(
-            root, folders[index], stem, case.image, case.annotations_px,
-            extra_lines=(str(int(case.is_hard)), str(kinds)),
+            root, folder, stem, case.image, case.annotations_px, extra_lines=(str(int(case.is_hard)), str(kinds))
         )
-        if case.is_hard:
-            hard_ids.append(f"{folders[index]}/{stem}")
         light_cases.append(dataclasses.replace(case, image=np.zeros((0, 0), dtype=np.uint8)))
-    write_descriptor(root, phantom_descriptor(num_images, seed, image_size, hard_fraction, hard_ids))
+    write_descriptor(root, descriptor)
     stats = annotator_disagreement(light_cases, phantom_pixel_size_mm(image_size))
     return PhantomSummary(
         root=root,
-        split_counts=dict(zip(ISBI_SPLIT_FOLDERS, sizes)),
+        split_counts=dict(zip(ISBI_FOLDERS, sizes)),
         num_hard=len(hard_ids),
         mean_distance_mm=stats["mean_distance_mm"],
         along_across_ratio=stats["along_across_ratio"],
@@ -156,24 +159,22 @@ def write_phantom_dataset(
     )
 
 
-def _existing_generator(root: Path) -> dict[str, Any] | None:
+def _existing_descriptor(root: Path) -> dict[str, Any] | None:
     path = root / DESCRIPTOR_NAME
-    if not path.is_file():
-        return None
-    return load_yaml(path).get("generator")
+    return load_yaml(path) if path.is_file() else None
 
 
 def _summary_from_disk(root: Path, image_size: tuple[int, int]) -> PhantomSummary:
     """Summary of a phantom already on disk, recomputing the annotator statistics from its files."""
     data = read_landmark_data(root)
-    records = [r for split in data.splits.values() for r in split]
+    records = [r for name in ("train", "calibration", "test", "test2") for r in data.splits[name]]
     annotations = np.stack([r.annotations_px for r in records])  # (N, A, K, 2)
     pixel_size = np.asarray(phantom_pixel_size_mm(image_size))
     difference_mm = (annotations[:, 0] - annotations[:, 1]) * pixel_size  # (N, K, 2)
     mean_distance_mm = np.hypot(difference_mm[..., 0], difference_mm[..., 1]).mean(axis=0)
     return PhantomSummary(
         root=root,
-        split_counts={name: len(split) for name, split in data.splits.items()},
+        split_counts={f: sum(r.image_id.startswith(f"{f}/") for r in records) for f in ISBI_FOLDERS},
         num_hard=len(data.descriptor.get("hard_cases", [])),
         mean_distance_mm=mean_distance_mm,
         along_across_ratio=np.full(len(mean_distance_mm), np.nan),
