@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, required=True, help="data set folder (ISBI 2015 layout)")
     train.add_argument("--run-dir", type=Path, required=True)
     train.add_argument("--profile", choices=("smoke", "cpu", "paper"), default="cpu")
+    train.add_argument("--protocol", choices=("clean", "paper"), help="ISBI 2015 split protocol (default: clean)")
     train.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs")
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     evaluate.add_argument("--sdr-inclusive", action="store_true", help="count error <= threshold as a success")
     evaluate.set_defaults(handler=_run_evaluate)
+
+    data = commands.add_parser("data", help="inspect a data set")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser("check", help="validate a data set without training")
+    check.add_argument("data_dir", type=Path)
+    check.add_argument("--protocol", choices=("clean", "paper"))
+    check.set_defaults(handler=_run_data_check)
 
     pretrained = commands.add_parser("pretrained", help="write a run directory holding the shipped phantom model")
     pretrained.add_argument("run_dir", type=Path)
@@ -102,9 +110,11 @@ def _run_train(args: argparse.Namespace) -> None:
         config = profile_config(args.profile)
     if args.epochs is not None:
         config.train.epochs = args.epochs
+    if args.protocol is not None and not args.resume:
+        config.data.protocol = args.protocol
     device = choose_device(args.device)
     _log_to_file(run_dir / "train.log")
-    data = read_landmark_data(args.data)
+    data = read_landmark_data(args.data, protocol=config.data.protocol)
     dataset = make_training_dataset(config, data.split("train"), default_cache_dir(args.data, run_dir))
     logger.info(
         "training %s (%s profile) on %d images at %dx%d on %s",
@@ -125,6 +135,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     )
     print(format_results_table(result.metrics))
     print(f"run directory: {args.run_dir}  (tables in {result.output_dir})")
+
+
+def _run_data_check(args: argparse.Namespace) -> int:
+    from chh_lib.data.check import check_data, format_report
+
+    report = check_data(args.data_dir, args.protocol)
+    print(format_report(report))
+    return 0 if report.ok else 1
 
 
 def _run_pretrained(args: argparse.Namespace) -> None:
@@ -154,14 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        args.handler(args)
+        status = args.handler(args)
     except ChhError as error:
         print(f"chh {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"chh {args.command}: interrupted; completed checkpoints are kept", file=sys.stderr)
         return 130
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

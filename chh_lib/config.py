@@ -35,9 +35,12 @@ class DataConfig:
     image_size : (int, int)
         Network input (width, height) in pixels; images are padded right/bottom
         to this aspect ratio, then resized.
+    protocol : str or None
+        ISBI 2015 split protocol (``clean`` or ``paper``); None: the data set's default.
     """
 
     image_size: tuple[int, int] = (160, 200)
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]

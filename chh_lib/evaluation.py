@@ -96,7 +96,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml")
     data_dir = Path(data_dir) if data_dir is not None else recorded_data_dir(run_dir)
-    data = read_landmark_data(data_dir)
+    data = read_landmark_data(data_dir, protocol=config.data.protocol)
     checkpoint_path = run_dir / LAST_CHECKPOINT
     payload = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(payload, checkpoint_path, data.landmarks.num_landmarks)

@@ -45,3 +45,94 @@ def make_tiny_descriptor(root: Path, num_landmarks: int, pixel_size_mm: float = 
             "pixel_size_mm": pixel_size_mm,
         },
     )
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Save an array as an image file (format from the suffix)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def labelme_document(image_name: str, size: tuple[int, int], points: dict[str, tuple[float, float]]) -> dict:
+    """A minimal labelme JSON document with one point shape per label."""
+    return {
+        "version": "5.2.1",
+        "shapes": [
+            {"label": label, "points": [[x, y]], "shape_type": "point", "group_id": None, "flags": {}}
+            for label, (x, y) in points.items()
+        ],
+        "imagePath": f"../images/{image_name}",
+        "imageData": None,
+        "imageHeight": size[1],
+        "imageWidth": size[0],
+    }
+
+
+def make_tiny_labelme(root: Path, num_images: int = 6, size: tuple[int, int] = (48, 60), seed: int = 0) -> dict:
+    """Three landmarks (labels a, b, c), two annotators, 8- and 16-bit and RGB images; returns the points."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    truth = {}
+    for i in range(num_images):
+        name = f"case{i:02d}.png" if i % 3 else f"case{i:02d}.tif"
+        if i % 3 == 1:
+            image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        elif i % 3 == 2:
+            image = rng.integers(0, 65535, (height, width), dtype=np.uint16)
+        else:
+            image = rng.integers(0, 255, (height, width), dtype=np.uint8)
+        write_image(root / "images" / name, image)
+        both = np.round(rng.uniform(2, [width - 3, height - 3], size=(2, 3, 2)), 3)
+        if i == 2:
+            both[1, 2] = np.nan  # the junior annotator skipped landmark c
+        for annotator, points in zip(("senior", "junior"), both):
+            shapes = {label: tuple(p) for label, p in zip("abc", points) if np.isfinite(p).all()}
+            path = root / "labelme" / annotator / f"{Path(name).stem}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(labelme_document(name, size, shapes)))
+        truth[name] = both
+    write_descriptor(root, {
+        "format": "labelme",
+        "landmarks": ["alpha point", "beta point", "gamma point"],
+        "labels": {"a": "alpha point", "b": "beta point", "c": "gamma point"},
+        "pixel_size_mm": {"default": 0.5, "per_image": {"case01.png": [0.4, 0.6]}},
+        "images": "images",
+        "annotators": {"senior": "labelme/senior", "junior": "labelme/junior"},
+        "splits": {"train": [f"case0{i}.{'tif' if i % 3 == 0 else 'png'}" for i in range(4)],
+                   "test": [f"case0{i}.{'tif' if i % 3 == 0 else 'png'}" for i in range(4, num_images)]},
+    })
+    return truth
+
+
+def make_tiny_csv(root: Path, num_images: int = 10, size: tuple[int, int] = (48, 60), seed: int = 0) -> dict:
+    """Two landmarks, two annotators in one CSV (with an empty cell), split by seeded fractions."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    lines = ["image,annotator,L1_x,L1_y,L2_x,L2_y"]
+    truth = {}
+    for i in range(num_images):
+        name = f"img{i}.png"
+        write_image(root / "pictures" / name, rng.integers(0, 255, (height, width), dtype=np.uint8))
+        both = np.round(rng.uniform(2, [width - 3, height - 3], size=(2, 2, 2)), 2)
+        if i == 3:
+            both[0, 1] = np.nan
+        for annotator, points in zip(("senior", "junior"), both):
+            cells = ["" if np.isnan(v) else f"{v:.2f}" for v in points.ravel()]
+            lines.append(",".join([name, annotator, *cells]))
+        truth[name] = both
+    (root / "landmarks.csv").write_text("\n".join(lines) + "\n")
+    write_descriptor(root, {
+        "format": "csv",
+        "landmarks": ["first", "second"],
+        "abbreviations": ["L1", "L2"],
+        "pixel_size_mm": [0.2, 0.25],
+        "images": "pictures",
+        "annotations": "landmarks.csv",
+        "annotators": ["senior", "junior"],
+        "splits": {"fractions": {"train": 0.6, "calibration": 0.2, "test": 0.2}, "seed": 4},
+    })
+    return truth

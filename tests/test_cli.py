@@ -104,3 +104,19 @@ def test_short_annotation_file_is_named(smoke_run, tmp_path, capsys):
     status = main(["train", "--data", str(data_copy), "--run-dir", str(tmp_path / "run"), "--profile", "smoke"])
     assert status == 2
     assert f"{victim.name}: expected at least 19 'x,y' lines, found 18" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("maker", ["labelme", "csv"])
+def test_train_and_evaluate_on_custom_formats(tmp_path, maker, capsys):
+    from helpers import make_tiny_csv, make_tiny_labelme
+
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    truth = make_tiny_labelme(data_dir) if maker == "labelme" else make_tiny_csv(data_dir)
+    num_landmarks = next(iter(truth.values())).shape[1]
+    assert main(["train", "--data", str(data_dir), "--run-dir", str(run_dir), "--profile", "smoke",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert main(["evaluate", "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
+    assert metrics["num_landmarks"] == num_landmarks and metrics["num_images"] == 2
+    assert np.isfinite(metrics["mre_mm"]) and np.isfinite(metrics["baseline_mre_mm"])
+    assert "MRE" in capsys.readouterr().out

@@ -474,13 +474,17 @@ def parse_landmark_csv(
         with only one of its columns, a non-numeric or non-finite value, a row
         of the wrong length, or a repeated (image, annotator) pair.
     """
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise DataFormatError(f"{source}: not a readable CSV file ({error})") from None
     if not rows:
         raise DataFormatError(f"{source}: empty CSV file")
     header = [h.strip() for h in rows[0]]
     if "image" not in header:
         raise DataFormatError(f"{source}: no 'image' column in the header")
     columns: dict[int, tuple[int, int]] = {}
+    label_of: dict[int, str] = {}
     for column, name in enumerate(header):
         if name in ("image", "annotator"):
             continue
@@ -488,12 +492,13 @@ def parse_landmark_csv(
         if axis not in ("x", "y") or label not in label_to_index:
             raise DataFormatError(f"{source}: column {name!r} is not '<landmark label>_x' or '_y'")
         columns[column] = (label_to_index[label], 0 if axis == "x" else 1)
+        label_of[label_to_index[label]] = label
     covered = {}
     for landmark, axis in columns.values():
         covered.setdefault(landmark, set()).add(axis)
     for landmark, axes in covered.items():
         if axes != {0, 1}:
-            raise DataFormatError(f"{source}: landmark {landmark} has an _x or _y column but not both")
+            raise DataFormatError(f"{source}: landmark {label_of[landmark]!r} has an _x or _y column but not both")
     image_column = header.index("image")
     annotator_column = header.index("annotator") if "annotator" in header else None
     result: dict[tuple[str, str], np.ndarray] = {}
@@ -522,7 +527,8 @@ def parse_landmark_csv(
             points[landmark, axis] = value
         half = np.isnan(points).any(axis=1) & ~np.isnan(points).all(axis=1)
         if half.any():
-            raise DataFormatError(f"{source}: line {line} gives only x or only y for landmark {int(np.argmax(half))}")
+            label = label_of[int(np.argmax(half))]
+            raise DataFormatError(f"{source}: line {line} gives only x or only y for landmark {label!r}")
         result[(image, annotator)] = points
     return result
 

@@ -1,0 +1,72 @@
+"""`chh data check`: counts, disagreement, problems and warnings, exit status."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from helpers import make_tiny_csv, make_tiny_isbi, make_tiny_labelme
+
+from chh_lib.cli import main
+from chh_lib.data.check import check_data
+from chh_lib.data.formats import write_isbi_case
+
+
+def test_clean_isbi_data_set(tmp_path, capsys):
+    written = make_tiny_isbi(tmp_path, images_per_split=5, size=(40, 50))
+    report = check_data(tmp_path)
+    assert report.ok and report.problems == []
+    assert report.split_counts == {"train": 4, "calibration": 1, "test": 5, "test2": 5}
+    expected = np.mean([np.hypot(*((a[0] - a[1]) * 0.1).T) for a in written.values()], axis=0)
+    np.testing.assert_allclose(report.annotator_distance_mm, expected, rtol=1e-9)
+    assert main(["data", "check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "images per split: train 4, calibration 1, test 5, test2 5" in out
+    assert "OK: no problem" in out
+
+
+def test_problems_make_the_check_fail_and_are_all_listed(tmp_path, capsys):
+    make_tiny_isbi(tmp_path, images_per_split=3, size=(40, 50))
+    (tmp_path / "RawImage" / "TrainingData" / "001.bmp").write_bytes(b"")
+    (tmp_path / "AnnotationsByMD" / "400_senior" / "005.txt").write_text("1,2\n" * 18)
+    (tmp_path / "AnnotationsByMD" / "400_junior" / "008.txt").unlink()
+    report = check_data(tmp_path)
+    assert not report.ok
+    joined = "\n".join(report.problems)
+    assert "001.bmp: image file is empty" in joined
+    assert "005.txt: expected at least 19 'x,y' lines, found 18" in joined
+    assert "008.bmp: no annotation by every annotator" in joined
+    assert main(["data", "check", str(tmp_path)]) == 1
+    assert "NOT OK" in capsys.readouterr().out
+
+
+def test_point_outside_the_image_is_a_warning(tmp_path):
+    make_tiny_isbi(tmp_path, images_per_split=2, size=(40, 50))
+    points = np.full((2, 19, 2), 10.0)
+    points[1, 4] = (75.0, 10.0)
+    write_isbi_case(tmp_path, "Test1Data", "003", np.zeros((50, 40), np.uint8), points)
+    report = check_data(tmp_path)
+    assert report.ok
+    assert any("subspinale" in w and "400_junior" in w and "outside the 40x50 image" in w for w in report.warnings)
+
+
+def test_missing_data_directory_is_a_problem_not_a_crash(tmp_path):
+    report = check_data(tmp_path / "absent")
+    assert not report.ok and "data directory not found" in report.problems[0]
+
+
+def test_labelme_and_csv_sets_check(tmp_path):
+    make_tiny_labelme(tmp_path / "lm")
+    report = check_data(tmp_path / "lm")
+    assert report.ok and report.split_counts == {"train": 4, "test": 2}
+    assert report.missing_landmarks == 1
+    assert any("pixel spacing varies" in w for w in report.warnings)
+    make_tiny_csv(tmp_path / "csv")
+    report = check_data(tmp_path / "csv")
+    assert report.ok and sum(report.split_counts.values()) == 10
+    assert any("different x and y pixel spacing" in w for w in report.warnings)
+    path = tmp_path / "lm" / "labelme" / "senior" / "case04.json"
+    document = json.loads(path.read_text())
+    document["shapes"].append(document["shapes"][0])
+    path.write_text(json.dumps(document))
+    report = check_data(tmp_path / "lm")
+    assert not report.ok and any("appears more than once" in p for p in report.problems)
