@@ -33,6 +33,7 @@ test: venv
 bench: venv
 	$(VENV)/bin/python benchmarks/bench_phantom.py
 	$(VENV)/bin/python benchmarks/bench_model.py
+	$(VENV)/bin/python benchmarks/bench_augment.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -88,3 +88,29 @@ def test_pixel_settings_scale_with_the_network_width():
     assert augmenter.translate_px == pytest.approx(2.5)
     assert augmenter.elastic_sigma == pytest.approx(7.5)
     assert augmenter.elastic_alpha == pytest.approx((0.0, 500.0 / 16))
+
+
+def test_augmented_dataset_depends_on_seed_epoch_and_index_not_on_workers(tmp_path):
+    import torch
+    from helpers import make_tiny_isbi
+    from torch.utils.data import DataLoader
+
+    from chh_lib.config import profile_config
+    from chh_lib.data.formats import read_landmark_data
+    from chh_lib.engine import make_training_dataset
+
+    make_tiny_isbi(tmp_path, images_per_split=4, size=(64, 80))
+    config = profile_config("cpu")
+    config.data.image_size = (64, 80)
+    dataset = make_training_dataset(config, read_landmark_data(tmp_path).split("train"), tmp_path / "cache")
+    dataset.set_epoch(3)
+    first = dataset[1]
+    assert torch.equal(first["image"], dataset[1]["image"])
+    dataset.set_epoch(4)
+    assert not torch.equal(first["image"], dataset[1]["image"])
+    dataset.set_epoch(3)
+    serial = next(iter(DataLoader(dataset, batch_size=3, shuffle=False, num_workers=0)))
+    parallel = next(iter(DataLoader(dataset, batch_size=3, shuffle=False, num_workers=2)))
+    assert torch.equal(serial["image"], parallel["image"])
+    assert torch.equal(serial["target_index"], parallel["target_index"])
+    assert torch.equal(serial["image"][1], first["image"])
