@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from chh_lib.errors import ChhError
 
 logger = logging.getLogger("chh_lib")
@@ -55,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     evaluate.add_argument("--sdr-inclusive", action="store_true", help="count error <= threshold as a success")
     evaluate.set_defaults(handler=_run_evaluate)
+
+    calibrate = commands.add_parser("calibrate", help="fit per-landmark temperatures on held-out data")
+    calibrate.add_argument("--run-dir", type=Path, required=True)
+    calibrate.add_argument("--split", default="calibration", help="held-out split (never test or test2)")
+    calibrate.add_argument("--method", choices=("nll", "paper"), default="nll",
+                           help="nll: L-BFGS on the NLL (default); paper: the authors' Adam + ECE selection")
+    calibrate.add_argument("--global-temperature", action="store_true", help="one temperature for all landmarks")
+    calibrate.add_argument("--epochs", type=_positive_int, default=10, help="epochs of the paper method")
+    calibrate.add_argument("--data", type=Path, help="default: the data set the run was trained on")
+    calibrate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    calibrate.set_defaults(handler=_run_calibrate)
 
     data = commands.add_parser("data", help="inspect a data set")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -135,6 +148,20 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     )
     print(format_results_table(result.metrics))
     print(f"run directory: {args.run_dir}  (tables in {result.output_dir})")
+
+
+def _run_calibrate(args: argparse.Namespace) -> None:
+    from chh_lib.engine import choose_device
+    from chh_lib.evaluation import calibrate_run
+
+    result = calibrate_run(args.run_dir, args.split, args.method, not args.global_temperature, args.data,
+                           choose_device(args.device), args.epochs)
+    temperatures = result.temperatures
+    print(f"fitted {len(temperatures)} temperatures ({result.method}) on {result.num_images} images of "
+          f"split {result.split!r}: min {temperatures.min():.3f}, median {np.median(temperatures):.3f}, "
+          f"max {temperatures.max():.3f}")
+    print(f"NLL {result.nll_before:.3f} -> {result.nll_after:.3f} nats; stored in {args.run_dir / 'checkpoints'}"
+          f" and {args.run_dir / 'calibration.json'}")
 
 
 def _run_data_check(args: argparse.Namespace) -> int:

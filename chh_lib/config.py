@@ -108,11 +108,27 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation settings: SDR thresholds in mm and whether ``<=`` counts as a success."""
+    """Evaluation settings.
+
+    Attributes
+    ----------
+    sdr_thresholds_mm : list of float
+        SDR thresholds; ``sdr_inclusive`` counts ``error <= t`` (CL-Detection 2023) instead of ``<``.
+    outlier_threshold_mm : float
+        A prediction with a radial error above this is an outlier for the ROC analysis.
+    ere_cutoff : float
+        Pixels below this fraction of the mode are left out of the ERE.
+    bootstrap_resamples : int
+        Resamples of images for the 95 % intervals.
+    """
 
     sdr_thresholds_mm: list[float] = field(default_factory=lambda: [2.0, 2.5, 3.0, 4.0])
     sdr_inclusive: bool = False
     batch_size: int = 8
+    outlier_threshold_mm: float = 4.0
+    ere_cutoff: float = 0.05
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
 
 
 @dataclass
@@ -133,7 +149,7 @@ def _smoke() -> RunConfig:
         data=DataConfig(image_size=(64, 80)),
         model=ModelConfig(name="unet_small", options={"width_multiplier": 0.5}),
         train=TrainConfig(epochs=2, batch_size=4, lr=1e-3, lr_milestones=[]),
-        eval=EvalConfig(batch_size=8),
+        eval=EvalConfig(batch_size=8, bootstrap_resamples=200),
     )
 
 

@@ -36,7 +36,16 @@ from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import ImageRecord
 from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
-from chh_lib.heatmaps import argmax_2d, check_finite, mode_probability, one_hot_nll
+from chh_lib.heatmaps import (
+    MISSING_INDEX,
+    argmax_2d,
+    check_finite,
+    mode_probability,
+    one_hot_nll,
+    scale_logits,
+    softmax_2d,
+)
+from chh_lib.metrics import uncertainty_scores
 from chh_lib.model import build_model, input_multiple, load_torchvision_resnet34_weights
 
 logger = logging.getLogger(__name__)
@@ -347,23 +356,60 @@ def _write_history(history: list[dict[str, float]], path: Path) -> None:
 
 @dataclass
 class Predictions:
-    """Network outputs decoded for a whole split.
+    """Network outputs decoded for a whole split, all arrays over (image, landmark).
 
     Attributes
     ----------
     pred_px : ndarray, shape (N, K, 2)
-        Arg-max (x, y) in pixels of the network grid.
-    mode_prob : ndarray, shape (N, K)
-        Probability of the arg-max pixel.
+        Arg-max (x, y) in pixels of the network grid (temperature does not move it).
+    mode_prob, mode_prob_before : ndarray, shape (N, K)
+        Probability of the arg-max pixel with and without the temperatures.
+    nll, nll_before : ndarray, shape (N, K)
+        One-hot NLL of the target pixel (nats) with and without the temperatures; NaN when missing.
+    scores : dict of str to ndarray (N, K)
+        Uncertainty scores of the temperature-scaled heatmaps: ``ere`` (mm),
+        ``neg_mode_prob``, ``entropy`` (nats), ``spread`` (mm).
     """
 
     pred_px: np.ndarray
     mode_prob: np.ndarray
+    mode_prob_before: np.ndarray
+    nll: np.ndarray
+    nll_before: np.ndarray
+    scores: dict[str, np.ndarray]
+
+    @property
+    def ere_mm(self) -> np.ndarray:
+        """Expected Radial Error (N, K) in mm."""
+        return self.scores["ere"]
+
+
+def _target_nll(logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
+    """(N, K) NLL of the target pixel, NaN where the target is missing."""
+    flat = logits.flatten(2)
+    present = target_index != MISSING_INDEX
+    safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
+    nll = torch.logsumexp(flat, dim=-1) - flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)
+    return torch.where(present, nll, torch.full_like(nll, float("nan")))
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: LandmarkDataset, device: torch.device, batch_size: int = 8) -> Predictions:
+def predict(
+    model: nn.Module,
+    dataset: LandmarkDataset,
+    device: torch.device,
+    batch_size: int = 8,
+    temperatures: np.ndarray | None = None,
+    ere_cutoff: float = 0.05,
+) -> Predictions:
     """Run ``model`` in eval mode over ``dataset`` and decode each heatmap.
+
+    Parameters
+    ----------
+    temperatures : ndarray, shape (K,), optional
+        Per-landmark temperatures dividing the logits (default: all 1).
+    ere_cutoff : float
+        Fraction of the mode below which pixels are left out of the ERE.
 
     Raises
     ------
@@ -371,14 +417,30 @@ def predict(model: nn.Module, dataset: LandmarkDataset, device: torch.device, ba
         Naming the images whose logits hold NaN or infinity.
     """
     model.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    temperature = torch.ones(dataset.num_landmarks) if temperatures is None else torch.as_tensor(temperatures)
+    temperature = temperature.float().to(device)
     use_bf16 = device.type == "cuda"
-    preds, modes = [], []
-    for batch in loader:
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(batch["image"].to(device)).float()  # (N, K, H, W)
+            logits = model(batch["image"].to(device))
+        logits = logits.float()  # (N, K, H, W)
         ids = [dataset.image_ids[i] for i in batch["index"].tolist()]
         check_finite(logits, f"model output for images {', '.join(ids)}")
-        preds.append(argmax_2d(logits).cpu().numpy())
-        modes.append(mode_probability(logits).cpu().numpy())
-    return Predictions(np.concatenate(preds).astype(np.float64), np.concatenate(modes).astype(np.float64))
+        target_index = batch["target_index"].to(device)
+        scaled = scale_logits(logits, temperature)
+        heatmaps = softmax_2d(scaled)
+        outputs = {
+            "pred_px": argmax_2d(logits),
+            "mode_prob": mode_probability(scaled),
+            "mode_prob_before": mode_probability(logits),
+            "nll": _target_nll(scaled, target_index),
+            "nll_before": _target_nll(logits, target_index),
+        }
+        scores = uncertainty_scores(heatmaps, batch["pixel_size_mm"].to(device), cutoff=ere_cutoff)
+        outputs.update({f"score_{name}": value for name, value in scores.items()})
+        for name, value in outputs.items():
+            parts.setdefault(name, []).append(value.double().cpu().numpy())
+    merged = {name: np.concatenate(values) for name, values in parts.items()}
+    scores = {name[len("score_"):]: merged.pop(name) for name in list(merged) if name.startswith("score_")}
+    return Predictions(scores=scores, **merged)

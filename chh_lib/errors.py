@@ -25,3 +25,7 @@ class ConfigError(ChhError, ValueError):
 
 class NonFiniteError(ChhError, FloatingPointError):
     """Logits or a loss became NaN or infinite."""
+
+
+class NotebookError(ChhError, RuntimeError):
+    """A teaching notebook failed while it was executed; the message names the notebook and the cell."""

@@ -1,19 +1,28 @@
-"""Evaluate a trained run on one split and write its tables.
+"""Evaluate and calibrate a trained run.
 
-Writes, into ``RUN_DIR/eval_<split>/`` (each file atomically):
+``evaluate_run`` writes, into ``RUN_DIR/eval_<split>/`` (each file atomically):
 
 ``per_image.csv``
-    one row per image: its MRE and the radial error of every landmark (mm).
+    one row per image: its MRE, then the radial error and the ERE of every landmark (mm).
 ``per_landmark.csv``
-    one row per landmark: MRE, SD, SDR per threshold, baseline MRE, annotator distance.
+    one row per landmark: MRE, SD, SDR per threshold, baseline MRE, annotator
+    distance, mean ERE and temperature.
 ``metrics.json``
     ``mre_mm``, ``mre_sd_mm``, ``sdr_percent`` (threshold in mm -> percent),
     ``sdr_inclusive``, ``num_images``, ``num_landmarks``, ``num_missing``,
     ``baseline_mre_mm`` (every landmark predicted at its mean training position),
-    ``mean_annotator_distance_mm``, ``split``, ``epoch``.
+    ``mean_annotator_distance_mm``, ``split``, ``epoch``, ``temperatures``, and the
+    calibration and uncertainty summary of :mod:`chh_lib.uncertainty` (NLL and ECE
+    before/after, ERE-error correlation, AUROC per score with 95 % intervals,
+    the ERE threshold at TPR 0.5 and the good/erroneous sets). NaN is written as null.
+``reliability_diagram.png``, ``ere_vs_error.png``, ``roc.png``, ``per_landmark.png``
+
+``calibrate_run`` fits temperatures on a held-out split and stores them with the
+checkpoint, which ``evaluate_run`` then applies.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -28,10 +37,26 @@ import torch
 from chh_lib.config import RunConfig, load_config
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import LandmarkData, read_landmark_data
-from chh_lib.engine import LAST_CHECKPOINT, load_checkpoint, model_from_checkpoint, predict
-from chh_lib.errors import DataFormatError
-from chh_lib.files import write_json_atomic, write_text_atomic
+from chh_lib import plots
+from chh_lib.calibration import (
+    CalibrationResult,
+    check_calibration_split,
+    collect_logits,
+    fit_temperatures_nll,
+    fit_temperatures_paper,
+)
+from chh_lib.engine import (
+    LAST_CHECKPOINT,
+    load_checkpoint,
+    make_training_dataset,
+    model_from_checkpoint,
+    predict,
+    save_checkpoint,
+)
+from chh_lib.errors import ConfigError, DataFormatError
+from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.metrics import mean_radial_error, radial_error_mm, success_detection_rate
+from chh_lib.uncertainty import summarise_uncertainty
 
 logger = logging.getLogger(__name__)
 
@@ -73,26 +98,32 @@ def recorded_data_dir(run_dir: Path) -> Path:
     return Path(data_dir)
 
 
-def evaluate_run(
-    run_dir: Path,
-    split: str = "test",
-    data_dir: Path | None = None,
-    device: torch.device | None = None,
-    sdr_inclusive: bool | None = None,
-) -> EvaluationResult:
-    """Evaluate ``run_dir``'s last checkpoint on ``split`` and write the tables.
+@dataclass
+class LoadedRun:
+    """A run directory's configuration, data set, checkpoint and model."""
 
-    Parameters
-    ----------
-    run_dir : Path
-        A run directory made by ``chh train`` or ``chh pretrained``.
-    split : str
-        ``test`` (Test1Data), ``test2`` (Test2Data) or ``train``.
-    data_dir : Path, optional
-        Defaults to the data directory recorded in the run's manifest.
-    sdr_inclusive : bool, optional
-        Override the configuration's ``eval.sdr_inclusive``.
-    """
+    run_dir: Path
+    config: RunConfig
+    data_dir: Path
+    data: LandmarkData
+    checkpoint_path: Path
+    payload: dict[str, Any]
+    model: torch.nn.Module
+    cache_dir: Path
+
+    def dataset(self, split: str) -> LandmarkDataset:
+        """The named split at the run's input size, without augmentation."""
+        return LandmarkDataset(self.data.split(split), self.config.data.image_size, self.cache_dir)
+
+    @property
+    def temperatures(self) -> np.ndarray | None:
+        """(K,) fitted temperatures stored with the checkpoint, or None before ``chh calibrate``."""
+        value = self.payload.get("temperatures")
+        return None if value is None else np.asarray(value, dtype=np.float64)
+
+
+def load_run(run_dir: Path, data_dir: Path | None = None) -> LoadedRun:
+    """Load everything evaluation and calibration need; the checkpoint must fit the data's landmark count."""
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml")
     data_dir = Path(data_dir) if data_dir is not None else recorded_data_dir(run_dir)
@@ -100,42 +131,188 @@ def evaluate_run(
     checkpoint_path = run_dir / LAST_CHECKPOINT
     payload = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(payload, checkpoint_path, data.landmarks.num_landmarks)
-    cache_dir = default_cache_dir(data_dir, run_dir)
-    dataset = LandmarkDataset(data.split(split), config.data.image_size, cache_dir)
-    predictions = predict(model, dataset, device or torch.device("cpu"), config.eval.batch_size)
+    return LoadedRun(run_dir, config, data_dir, data, checkpoint_path, payload, model,
+                     default_cache_dir(data_dir, run_dir))
 
-    inclusive = config.eval.sdr_inclusive if sdr_inclusive is None else sdr_inclusive
-    errors_mm = radial_error_mm(predictions.pred_px, dataset.target_px, dataset.pixel_size_mm)  # (N, K)
-    baseline_errors_mm = _baseline_errors_mm(data, config, dataset, cache_dir)
-    annotator_mm = _annotator_distance_mm(dataset)
-    per_landmark = _per_landmark_table(
-        data, errors_mm, baseline_errors_mm, annotator_mm, config.eval.sdr_thresholds_mm, inclusive
+
+def evaluate_run(
+    run_dir: Path,
+    split: str = "test",
+    data_dir: Path | None = None,
+    device: torch.device | None = None,
+    sdr_inclusive: bool | None = None,
+    figures: bool = True,
+) -> EvaluationResult:
+    """Evaluate ``run_dir``'s last checkpoint (with its temperatures, if calibrated) on ``split``.
+
+    Parameters
+    ----------
+    run_dir : Path
+        A run directory made by ``chh train`` or ``chh pretrained``.
+    split : str
+        ``test`` (Test1Data), ``test2`` (Test2Data), ``calibration`` or ``train``.
+    data_dir : Path, optional
+        Defaults to the data directory recorded in the run's manifest.
+    sdr_inclusive : bool, optional
+        Override the configuration's ``eval.sdr_inclusive``.
+    figures : bool
+        Also write the PNG figures (reliability diagrams, ERE vs error, ROC, per-landmark table).
+    """
+    run = load_run(run_dir, data_dir)
+    config = run.config
+    settings = dataclasses.replace(
+        config.eval, sdr_inclusive=config.eval.sdr_inclusive if sdr_inclusive is None else sdr_inclusive
     )
-    per_image = _per_image_table(data, dataset, errors_mm)
+    dataset = run.dataset(split)
+    temperatures = run.temperatures
+    predictions = predict(run.model, dataset, device or torch.device("cpu"), settings.batch_size,
+                          temperatures, settings.ere_cutoff)
+
+    errors_mm = radial_error_mm(predictions.pred_px, dataset.target_px, dataset.pixel_size_mm)  # (N, K)
+    baseline_errors_mm = _baseline_errors_mm(run.data, config, dataset, run.cache_dir)
+    annotator_mm = _annotator_distance_mm(dataset)
+    summary = summarise_uncertainty(
+        errors_mm, dataset.pixel_size_mm, predictions.mode_prob_before, predictions.mode_prob,
+        predictions.nll_before, predictions.nll, predictions.scores, settings,
+    )
+    shown_temperatures = temperatures if temperatures is not None else np.ones(dataset.num_landmarks)
+    per_landmark = _per_landmark_table(
+        run.data, errors_mm, baseline_errors_mm, annotator_mm, settings.sdr_thresholds_mm, settings.sdr_inclusive
+    )
+    with np.errstate(invalid="ignore"):
+        per_landmark["ere_mm"] = [
+            float(np.nanmean(np.where(np.isnan(errors_mm[:, k]), np.nan, predictions.ere_mm[:, k])))
+            for k in range(dataset.num_landmarks)
+        ]
+    per_landmark["temperature"] = shown_temperatures
+    per_image = _per_image_table(run.data, dataset, errors_mm, predictions.ere_mm)
     mre, sd = mean_radial_error(errors_mm)
+    calibration = run.payload.get("calibration", {})
+    overlap = sorted(set(calibration.get("image_ids", [])) & set(dataset.image_ids))
+    if overlap:
+        logger.warning("%d images of split %r were used to fit the temperatures", len(overlap), split)
     metrics = {
         "split": split,
-        "epoch": int(payload["epoch"]),
+        "epoch": int(run.payload["epoch"]),
         "mre_mm": mre,
         "mre_sd_mm": sd,
         "sdr_percent": {
-            f"{t:g}": v for t, v in success_detection_rate(errors_mm, config.eval.sdr_thresholds_mm, inclusive).items()
+            f"{t:g}": v
+            for t, v in success_detection_rate(errors_mm, settings.sdr_thresholds_mm, settings.sdr_inclusive).items()
         },
-        "sdr_inclusive": bool(inclusive),
+        "sdr_inclusive": bool(settings.sdr_inclusive),
         "num_images": len(dataset),
-        "num_landmarks": data.landmarks.num_landmarks,
+        "num_landmarks": run.data.landmarks.num_landmarks,
         "num_missing": int(np.isnan(errors_mm).sum()),
         "baseline_mre_mm": mean_radial_error(baseline_errors_mm)[0],
         "mean_annotator_distance_mm": float(np.nanmean(annotator_mm)) if annotator_mm.size else float("nan"),
+        "calibrated": temperatures is not None,
+        "calibration_method": calibration.get("method"),
+        "calibration_overlap_images": len(overlap),
+        "temperatures": [float(t) for t in shown_temperatures],
+        **summary.metrics,
         "image_size": list(config.data.image_size),
-        "data_dir": str(data_dir),
+        "data_dir": str(run.data_dir),
     }
-    output_dir = run_dir / f"eval_{split}"
+    output_dir = run.run_dir / f"eval_{split}"
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(per_landmark, output_dir / "per_landmark.csv")
     _write_csv(per_image, output_dir / "per_image.csv")
-    write_json_atomic(metrics, output_dir / "metrics.json")
+    if figures:
+        _write_figures(summary, per_landmark, metrics, output_dir)
+    write_json_atomic(_json_safe(metrics), output_dir / "metrics.json")
     return EvaluationResult(metrics, per_landmark, per_image, output_dir)
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN and infinity by None so that metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _write_figures(summary: Any, per_landmark: pd.DataFrame, metrics: dict[str, Any], output_dir: Path) -> None:
+    tpr50 = summary.roc["ere"]
+    operating = None
+    threshold = metrics["ere_threshold_tpr50_mm"]
+    if np.isfinite(threshold):
+        index = int(np.argmin(np.abs(tpr50.thresholds - threshold)))
+        operating = (float(tpr50.fpr[index]), float(tpr50.tpr[index]))
+    figures = {
+        "reliability_diagram.png": plots.reliability_diagram(summary.bins_before, summary.bins_after),
+        "ere_vs_error.png": plots.ere_vs_error(
+            summary.ere_mm, summary.radial_error_mm, binned_r=metrics["ere_error_binned_pearson"],
+            spearman_rho=metrics["ere_error_spearman"],
+        ),
+        "roc.png": plots.roc_curves(
+            {name: (curve.fpr, curve.tpr) for name, curve in summary.roc.items()},
+            metrics["auroc"], {k: tuple(v) for k, v in metrics["auroc_ci95"].items()}, operating,
+        ),
+        "per_landmark.png": plots.per_landmark_heatmap(per_landmark.set_index("abbreviation")),
+    }
+    for name, figure in figures.items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        write_bytes_atomic(output_dir / name, buffer.getvalue())
+
+
+def calibrate_run(
+    run_dir: Path,
+    split: str = "calibration",
+    method: str = "nll",
+    per_landmark: bool = True,
+    data_dir: Path | None = None,
+    device: torch.device | None = None,
+    epochs: int = 10,
+) -> CalibrationResult:
+    """Fit temperatures on ``split`` and store them with the run's checkpoint (atomically).
+
+    Also writes ``RUN_DIR/calibration.json``. See :mod:`chh_lib.calibration` for the methods.
+    """
+    check_calibration_split(split)
+    run = load_run(run_dir, data_dir)
+    device = device or torch.device("cpu")
+    dataset = run.dataset(split)
+    if method == "nll":
+        result = fit_temperatures_nll(collect_logits(run.model, dataset, device, run.config.eval.batch_size),
+                                      per_landmark=per_landmark)
+        image_ids = dataset.image_ids
+    elif method == "paper":
+        if "selection" in run.data.splits and split == "calibration":
+            fit_records, selection_records = run.data.split(split), run.data.split("selection")
+        else:
+            records = run.data.split(split)
+            fit_records, selection_records = records[: len(records) // 2], records[len(records) // 2:]
+        fitting = make_training_dataset(run.config, fit_records, run.cache_dir)
+        selection = LandmarkDataset(selection_records, run.config.data.image_size, run.cache_dir)
+        held_out = collect_logits(run.model, selection, device, run.config.eval.batch_size)
+        result = fit_temperatures_paper(run.model, fitting, held_out, device, epochs=epochs)
+        image_ids = [r.image_id for r in fit_records + selection_records]
+    else:
+        raise ConfigError(f"unknown calibration method {method!r}; choose nll or paper")
+    result.split = split
+    payload = dict(run.payload)
+    payload["temperatures"] = torch.as_tensor(result.temperatures, dtype=torch.float64)
+    payload["calibration"] = {"method": result.method, "split": split, "image_ids": image_ids,
+                              "nll_before": result.nll_before, "nll_after": result.nll_after}
+    save_checkpoint(payload, run.checkpoint_path)
+    write_json_atomic(_json_safe({
+        "method": result.method,
+        "split": split,
+        "per_landmark": per_landmark,
+        "num_images": result.num_images,
+        "nll_before": result.nll_before,
+        "nll_after": result.nll_after,
+        "temperatures": dict(zip(run.data.landmarks.names, result.temperatures.tolist())),
+        "details": {k: v for k, v in result.details.items()},
+    }), run.run_dir / "calibration.json")
+    return result
 
 
 def _baseline_errors_mm(
@@ -177,8 +354,14 @@ def _per_landmark_table(
     return pd.DataFrame(rows)
 
 
-def _per_image_table(data: LandmarkData, dataset: LandmarkDataset, errors_mm: np.ndarray) -> pd.DataFrame:
-    table = pd.DataFrame(errors_mm, columns=[f"{a}_error_mm" for a in data.landmarks.abbreviations])
+def _per_image_table(
+    data: LandmarkData, dataset: LandmarkDataset, errors_mm: np.ndarray, ere_mm: np.ndarray
+) -> pd.DataFrame:
+    abbreviations = data.landmarks.abbreviations
+    table = pd.concat([
+        pd.DataFrame(errors_mm, columns=[f"{a}_error_mm" for a in abbreviations]),
+        pd.DataFrame(np.where(np.isnan(errors_mm), np.nan, ere_mm), columns=[f"{a}_ere_mm" for a in abbreviations]),
+    ], axis=1)
     with np.errstate(invalid="ignore"):
         mre_per_image = np.array([mean_radial_error(row)[0] for row in errors_mm])
     table.insert(0, "mre_mm", mre_per_image)
@@ -204,4 +387,18 @@ def format_results_table(metrics: dict[str, Any]) -> str:
         lines.append(f"  SDR {comparator} {threshold:>4} mm          {rate:6.1f} %")
     lines.append(f"  baseline MRE (mean pos.) {metrics['baseline_mre_mm']:5.2f} mm")
     lines.append(f"  annotator distance       {metrics['mean_annotator_distance_mm']:5.2f} mm")
+    if "ece_percent_after" in metrics:
+        state = "calibrated" if metrics["calibrated"] else "not calibrated: run chh calibrate"
+        lines.append(f"  ECE before -> after      {metrics['ece_percent_before']:5.2f} -> "
+                     f"{metrics['ece_percent_after']:.2f} % ({state})")
+        lines.append(f"  mean ERE                 {metrics['ere_mean_mm']:5.2f} mm")
+        lines.append(f"  ERE-error correlation    {_number(metrics['ere_error_binned_pearson'])} (binned), "
+                     f"{_number(metrics['ere_error_spearman'])} (Spearman)")
+        low, high = metrics["auroc_ci95"]["ere"]
+        lines.append(f"  AUROC of ERE (> {metrics['outlier_threshold_mm']:g} mm)  {_number(metrics['auroc']['ere'])} "
+                     f"[{_number(low)}, {_number(high)}]; outliers {100 * metrics['outlier_fraction']:.1f} %")
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"

@@ -137,3 +137,49 @@ def check_finite(logits: torch.Tensor, where: str) -> None:
 def _check_4d(tensor: torch.Tensor) -> None:
     if tensor.ndim != 4:
         raise ValueError(f"expected a (N, K, H, W) tensor, got shape {tuple(tensor.shape)}")
+
+
+def scale_logits(logits: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    r"""Divide each landmark's logits by its temperature, in float32: :math:`z_k / T_k`.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W)
+    temperature : Tensor of shape (K,) or (1,), or a float
+        Positive temperatures; :math:`T > 1` flattens the heatmap, :math:`T < 1` sharpens it.
+        The arg-max is unchanged.
+
+    Returns
+    -------
+    Tensor, shape (N, K, H, W), float32
+    """
+    _check_4d(logits)
+    temperature = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).reshape(-1)
+    if temperature.numel() not in (1, logits.shape[1]):
+        raise ValueError(f"{temperature.numel()} temperatures for {logits.shape[1]} landmarks")
+    if not bool((temperature > 0).all()):
+        raise ValueError("temperatures must be positive")
+    return logits.float() / temperature.view(1, -1, 1, 1)
+
+
+class TemperatureScaling(torch.nn.Module):
+    r"""Learnable temperatures, stored as :math:`\log T` so that :math:`T` stays positive.
+
+    Parameters
+    ----------
+    num_temperatures : int
+        ``K`` for one temperature per landmark, 1 for a single global one.
+    """
+
+    def __init__(self, num_temperatures: int) -> None:
+        super().__init__()
+        self.log_temperature = torch.nn.Parameter(torch.zeros(num_temperatures))
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """(K,) or (1,) positive temperatures."""
+        return self.log_temperature.exp()
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scaled logits (N, K, H, W), float32."""
+        return logits.float() / self.temperature.view(1, -1, 1, 1)

@@ -1,0 +1,254 @@
+r"""Temperature scaling: fit one temperature per landmark on held-out data.
+
+The calibrated heatmap of landmark :math:`k` is :math:`\mathrm{softmax}_{2D}(z_k / T_k)`.
+A temperature flattens or sharpens the distribution without moving its arg-max,
+so MRE and SDR do not change; the mode probabilities, and with them the
+reliability diagram, ECE and ERE, do.
+
+Two methods:
+
+``nll`` (default)
+    The model is put in eval mode (so BatchNorm uses its running statistics) and
+    the calibration split's logits are computed once; :math:`\log T` is then
+    fitted by L-BFGS to minimise the one-hot NLL of the calibration targets.
+    Per-landmark temperatures are independent, so one joint L-BFGS on the sum of
+    the per-landmark mean NLLs fits them all.
+``paper``
+    The authors' procedure, for comparison: Adam (lr 0.01) on the NLL of
+    augmented calibration batches, keeping the temperatures with the lowest ECE
+    on a selection set (the second half of the calibration data when no
+    ``selection`` split exists). The model is in eval mode here too (the
+    authors' code left it in training mode, which lets BatchNorm statistics drift).
+
+Never fit on data that ``chh evaluate`` reports: the split names ``test`` and
+``test2`` are refused.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from chh_lib.data.dataset import LandmarkDataset
+from chh_lib.errors import ConfigError
+from chh_lib.heatmaps import (
+    MISSING_INDEX,
+    TemperatureScaling,
+    argmax_2d,
+    check_finite,
+    mode_probability,
+    scale_logits,
+)
+from chh_lib.metrics import correct_within_pixel, radial_error_mm, reliability_bins
+
+logger = logging.getLogger(__name__)
+
+REPORTED_SPLITS = ("test", "test2")
+
+
+@dataclass
+class HeldOutLogits:
+    """Logits of a held-out split, computed once in eval mode.
+
+    Attributes
+    ----------
+    logits : Tensor, shape (N, K, H, W), float32, on the CPU
+    target_index : Tensor, shape (N, K), int64
+        Flat index of the one-hot target, -1 when missing.
+    """
+
+    logits: torch.Tensor
+    target_index: torch.Tensor
+    target_px: np.ndarray
+    pixel_size_mm: np.ndarray
+
+
+@dataclass
+class CalibrationResult:
+    """Fitted temperatures and the NLL on the calibration data before and after.
+
+    Attributes
+    ----------
+    temperatures : ndarray, shape (K,)
+        One per landmark (all equal for a global temperature).
+    nll_before, nll_after : float
+        Mean one-hot NLL (nats) of the calibration split at T = 1 and at the fitted T.
+    """
+
+    temperatures: np.ndarray
+    method: str
+    split: str
+    num_images: int
+    nll_before: float
+    nll_after: float
+    details: dict = field(default_factory=dict)
+
+
+def check_calibration_split(split: str) -> None:
+    """Refuse to fit temperatures on a split that ``chh evaluate`` reports."""
+    if split in REPORTED_SPLITS:
+        raise ConfigError(
+            f"temperatures may not be fitted on the {split!r} split, which evaluation reports; "
+            "use the 'calibration' split"
+        )
+
+
+@torch.no_grad()
+def collect_logits(model: nn.Module, dataset: LandmarkDataset, device: torch.device, batch_size: int = 8) -> HeldOutLogits:
+    """Run ``model`` in eval mode over ``dataset`` once and keep the float32 logits on the CPU."""
+    model.eval().to(device)
+    logits, targets = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        output = model(batch["image"].to(device)).float()
+        check_finite(output, f"model output for {len(batch['image'])} calibration images")
+        logits.append(output.cpu())
+        targets.append(batch["target_index"])
+    return HeldOutLogits(torch.cat(logits), torch.cat(targets), dataset.target_px.copy(), dataset.pixel_size_mm.copy())
+
+
+def per_landmark_nll(logits: torch.Tensor, target_index: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    r"""Mean NLL of each landmark over the images where it is present, at the given temperatures.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W)
+    target_index : Tensor, shape (N, K), int64 (-1 = missing)
+    temperature : Tensor, shape (K,) or (1,)
+
+    Returns
+    -------
+    Tensor, shape (K,)
+        :math:`\frac{1}{|P_k|}\sum_{n \in P_k} \left(\log\sum_j e^{z_{n,k}(j)/T_k} - z_{n,k}(t_{n,k})/T_k\right)`;
+        NaN for a landmark present in no image.
+    """
+    flat = logits.float().flatten(2) / temperature.view(1, -1, 1)  # (N, K, H*W)
+    present = target_index != MISSING_INDEX
+    safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
+    target_logit = flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)  # (N, K)
+    nll = torch.logsumexp(flat, dim=-1) - target_logit
+    nll = torch.where(present, nll, torch.zeros_like(nll))
+    return nll.sum(dim=0) / present.sum(dim=0)
+
+
+def pooled_nll(logits: torch.Tensor, target_index: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """NLL averaged over every present (image, landmark) pair, in nats (differentiable in ``temperature``)."""
+    flat = logits.float().flatten(2) / temperature.view(1, -1, 1)  # (N, K, H*W)
+    present = target_index != MISSING_INDEX
+    safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
+    nll = torch.logsumexp(flat, dim=-1) - flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)
+    return nll[present].mean()
+
+
+def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max_iter: int = 100) -> CalibrationResult:
+    """Fit :math:`\\log T` by L-BFGS on the held-out NLL (see the module docstring).
+
+    Parameters
+    ----------
+    held_out : HeldOutLogits
+    per_landmark : bool
+        One temperature per landmark (default) or a single global one.
+    """
+    num_landmarks = held_out.logits.shape[1]
+    present = (held_out.target_index != MISSING_INDEX).any(dim=0)  # (K,)
+    if not bool(present.any()):
+        raise ConfigError("no landmark is present in the calibration split: nothing to fit")
+    scaling = TemperatureScaling(num_landmarks if per_landmark else 1)
+    optimizer = torch.optim.LBFGS(scaling.parameters(), lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        temperature = scaling.temperature.expand(num_landmarks)
+        if per_landmark:
+            loss = per_landmark_nll(held_out.logits, held_out.target_index, temperature)[present].sum()
+        else:
+            loss = pooled_nll(held_out.logits, held_out.target_index, temperature)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperatures = scaling.temperature.detach().expand(num_landmarks).clone()
+    temperatures[~present] = 1.0  # nothing to fit: leave those landmarks unscaled
+    with torch.no_grad():
+        nll_before = float(pooled_nll(held_out.logits, held_out.target_index, torch.ones(num_landmarks)))
+        nll_after = float(pooled_nll(held_out.logits, held_out.target_index, temperatures))
+    return CalibrationResult(
+        temperatures=temperatures.numpy().astype(np.float64),
+        method="nll",
+        split="",
+        num_images=int(held_out.logits.shape[0]),
+        nll_before=nll_before,
+        nll_after=nll_after,
+        details={"per_landmark": per_landmark},
+    )
+
+
+def selection_ece_percent(held_out: HeldOutLogits, temperature: torch.Tensor) -> float:
+    """CHH ECE (percent) of ``held_out`` at the given temperatures; the arg-max is computed at T = 1."""
+    with torch.no_grad():
+        pred_px = argmax_2d(held_out.logits).numpy()
+        confidence = mode_probability(scale_logits(held_out.logits, temperature)).numpy()
+    errors = radial_error_mm(pred_px, held_out.target_px, held_out.pixel_size_mm)  # (N, K)
+    keep = ~np.isnan(errors)
+    pixel_size = np.broadcast_to(held_out.pixel_size_mm[:, None, :], errors.shape + (2,))
+    correct = correct_within_pixel(errors[keep], pixel_size[keep])
+    return float(reliability_bins(confidence[keep], correct).ece_percent)
+
+
+def fit_temperatures_paper(
+    model: nn.Module,
+    calibration: LandmarkDataset,
+    selection: HeldOutLogits,
+    device: torch.device,
+    epochs: int = 10,
+    batch_size: int = 4,
+    lr: float = 0.01,
+) -> CalibrationResult:
+    """The authors' procedure: Adam on the NLL of augmented calibration batches, best selection ECE kept.
+
+    Parameters
+    ----------
+    calibration : LandmarkDataset
+        Fitting data, normally with the training augmentation (the model runs in
+        eval mode, without gradients).
+    selection : HeldOutLogits
+        Logits of the selection data, on which each epoch's ECE is measured.
+    """
+    model.eval().to(device)
+    num_landmarks = selection.logits.shape[1]
+    scaling = TemperatureScaling(num_landmarks).to(device)
+    optimizer = torch.optim.Adam(scaling.parameters(), lr=lr)
+    best_ece = selection_ece_percent(selection, torch.ones(num_landmarks))
+    best = torch.ones(num_landmarks)
+    history = [{"epoch": 0, "selection_ece_percent": best_ece}]
+    for epoch in range(epochs):
+        calibration.set_epoch(epoch)
+        for batch in DataLoader(calibration, batch_size=batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(epoch)):
+            target_index = batch["target_index"].to(device)
+            if not bool((target_index != MISSING_INDEX).any()):
+                continue
+            with torch.no_grad():
+                logits = model(batch["image"].to(device)).float()
+            loss = pooled_nll(logits, target_index, scaling.temperature)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        current = scaling.temperature.detach().cpu()
+        ece = selection_ece_percent(selection, current)
+        history.append({"epoch": epoch + 1, "selection_ece_percent": ece})
+        if ece < best_ece:
+            best_ece, best = ece, current.clone()
+    ones = torch.ones(num_landmarks)
+    return CalibrationResult(
+        temperatures=best.numpy().astype(np.float64),
+        method="paper",
+        split="",
+        num_images=len(calibration),
+        nll_before=float(pooled_nll(selection.logits, selection.target_index, ones)),
+        nll_after=float(pooled_nll(selection.logits, selection.target_index, best)),
+        details={"selection_ece_percent": best_ece, "history": history, "nll_measured_on": "selection"},
+    )

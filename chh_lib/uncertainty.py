@@ -1,0 +1,150 @@
+"""Calibration and uncertainty summary of one evaluated split.
+
+Turns predictions (arg-max, mode probabilities, uncertainty scores) and radial
+errors into the numbers ``chh evaluate`` reports: NLL and ECE before and after
+temperature scaling, the ERE-error correlation, ROC/AUROC of every uncertainty
+score for detecting outliers (radial error > ``outlier_threshold_mm``), the ERE
+threshold reaching a true-positive rate of 0.5 with the good and erroneous sets
+it defines, and bootstrap 95 % intervals (resampling images).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chh_lib.config import EvalConfig
+from chh_lib.metrics import (
+    ReliabilityBins,
+    RocCurve,
+    adaptive_reliability_bins,
+    binned_pearson,
+    bootstrap_ci,
+    correct_within_pixel,
+    mean_radial_error,
+    outliers,
+    reliability_bins,
+    roc_curve_for,
+    score_threshold_at_tpr,
+    spearman,
+    split_by_score,
+    success_detection_rate,
+)
+
+
+@dataclass
+class UncertaintySummary:
+    """Numbers for ``metrics.json`` plus what the figures need."""
+
+    metrics: dict[str, Any]
+    bins_before: ReliabilityBins
+    bins_after: ReliabilityBins
+    roc: dict[str, RocCurve]
+    ere_mm: np.ndarray
+    radial_error_mm: np.ndarray
+
+
+def summarise_uncertainty(
+    radial_error_mm: np.ndarray,
+    pixel_size_mm: np.ndarray,
+    mode_prob_before: np.ndarray,
+    mode_prob: np.ndarray,
+    nll_before: np.ndarray,
+    nll: np.ndarray,
+    scores: dict[str, np.ndarray],
+    settings: EvalConfig,
+) -> UncertaintySummary:
+    """Summarise calibration and uncertainty over the present (image, landmark) pairs.
+
+    Parameters
+    ----------
+    radial_error_mm : ndarray, shape (N, K)
+        NaN where the landmark is missing; those pairs are left out everywhere.
+    pixel_size_mm : ndarray, shape (N, 2)
+    mode_prob_before, mode_prob : ndarray, shape (N, K)
+        Confidence without and with the temperatures.
+    nll_before, nll : ndarray, shape (N, K)
+        One-hot NLL (nats) without and with the temperatures.
+    scores : dict of str to ndarray (N, K)
+        Uncertainty scores (higher = less certain), including ``ere`` in mm.
+    settings : EvalConfig
+    """
+    present = ~np.isnan(radial_error_mm)  # (N, K)
+    pixel_size_nk = np.broadcast_to(pixel_size_mm[:, None, :], radial_error_mm.shape + (2,))
+    correct = correct_within_pixel(radial_error_mm[present], pixel_size_nk[present])
+    bins_before = reliability_bins(mode_prob_before[present], correct)
+    bins_after = reliability_bins(mode_prob[present], correct)
+    adaptive = adaptive_reliability_bins(mode_prob[present], correct)
+    errors = radial_error_mm[present]
+    is_outlier = outliers(errors, settings.outlier_threshold_mm)
+    roc = {name: roc_curve_for(values[present], is_outlier) for name, values in scores.items()}
+    ere = scores["ere"][present]
+    threshold = score_threshold_at_tpr(ere, is_outlier, 0.5)
+    sets = split_by_score(ere, errors, threshold, settings.sdr_thresholds_mm, settings.sdr_inclusive)
+
+    intervals = _bootstrap_intervals(
+        radial_error_mm, present, pixel_size_nk, mode_prob, scores, settings
+    )
+    metrics: dict[str, Any] = {
+        "nll_before": float(np.nanmean(nll_before[present])),
+        "nll_after": float(np.nanmean(nll[present])),
+        "ece_percent_before": bins_before.ece_percent,
+        "ece_percent_after": bins_after.ece_percent,
+        "adaptive_ece_percent_after": adaptive.ece_percent,
+        "mce_percent_after": bins_after.mce_percent,
+        "ere_mean_mm": float(np.mean(ere)) if ere.size else float("nan"),
+        "ere_error_binned_pearson": binned_pearson(ere, errors),
+        "ere_error_spearman": spearman(ere, errors),
+        "ere_cutoff": settings.ere_cutoff,
+        "outlier_threshold_mm": settings.outlier_threshold_mm,
+        "outlier_fraction": float(is_outlier.mean()) if is_outlier.size else float("nan"),
+        "auroc": {name: curve.auroc for name, curve in roc.items()},
+        "ere_threshold_tpr50_mm": threshold,
+        **sets,
+        **intervals,
+    }
+    return UncertaintySummary(metrics, bins_before, bins_after, roc, ere, errors)
+
+
+def _bootstrap_intervals(
+    radial_error_mm: np.ndarray,
+    present: np.ndarray,
+    pixel_size_nk: np.ndarray,
+    mode_prob: np.ndarray,
+    scores: dict[str, np.ndarray],
+    settings: EvalConfig,
+) -> dict[str, Any]:
+    """95 % intervals of MRE, SDR, ECE and each AUROC, resampling images."""
+    num_images = radial_error_mm.shape[0]
+
+    def interval(statistic: Callable[[np.ndarray], float]) -> list[float]:
+        low, high = bootstrap_ci(statistic, num_images, settings.bootstrap_resamples, settings.bootstrap_seed)
+        return [float(low), float(high)]
+
+    def ece(indices: np.ndarray) -> float:
+        keep = present[indices]
+        correct = correct_within_pixel(radial_error_mm[indices][keep], pixel_size_nk[indices][keep])
+        return reliability_bins(mode_prob[indices][keep], correct).ece_percent
+
+    def auroc(name: str) -> Callable[[np.ndarray], float]:
+        def statistic(indices: np.ndarray) -> float:
+            keep = present[indices]
+            labels = outliers(radial_error_mm[indices][keep], settings.outlier_threshold_mm)
+            return roc_curve_for(scores[name][indices][keep], labels).auroc
+        return statistic
+
+    def sdr(threshold: float) -> Callable[[np.ndarray], float]:
+        def statistic(indices: np.ndarray) -> float:
+            rates = success_detection_rate(radial_error_mm[indices], [threshold], settings.sdr_inclusive)
+            return rates[float(threshold)]
+        return statistic
+
+    return {
+        "mre_mm_ci95": interval(lambda indices: mean_radial_error(radial_error_mm[indices])[0]),
+        "sdr_percent_ci95": {f"{t:g}": interval(sdr(t)) for t in settings.sdr_thresholds_mm},
+        "ece_percent_after_ci95": interval(ece),
+        "auroc_ci95": {name: interval(auroc(name)) for name in scores},
+        "bootstrap_resamples": settings.bootstrap_resamples,
+    }

@@ -1,0 +1,241 @@
+"""The teaching notebooks: committed files are clean, and each runs under the smoke profile.
+
+The papermill runs are not marked slow: they run in CI. The whole series shares
+one temporary run directory and one small phantom, as ``chh notebooks`` does.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from chh_lib.errors import ConfigError, NotebookError
+from chh_lib.notebooks import (
+    format_summary,
+    publish_notebook,
+    run_notebooks,
+    scrub_text,
+    series_notebooks,
+)
+from chh_lib.workflow import (
+    ensure_phantom,
+    ensure_trained_run,
+    is_phantom,
+    notebook_paths,
+    notebook_profile,
+    repo_root,
+    training_history,
+)
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+COMMITTED = sorted(NOTEBOOKS.glob("0*.ipynb"))
+ABSOLUTE_PATH = re.compile(r"/(home|tmp|work|root)/")
+MAX_BYTES = 3 * 1024 * 1024
+
+
+def test_there_are_notebooks():
+    assert [p.name[:2] for p in COMMITTED][:2] == ["01", "02"]
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean(path: Path):
+    text = path.read_text(encoding="utf-8")
+    assert len(text.encode()) < MAX_BYTES
+    raw = json.loads(text)
+    assert raw["metadata"]["kernelspec"]["name"] == "python3"
+    notebook = nbformat.reads(text, as_version=4)
+    nbformat.validate(notebook)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert "profile = notebook_profile()" in tagged[0].source
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells)
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        assert notebook.cells[index - 1].cell_type == "markdown", f"code cell {index} has no explanation before it"
+        for output in cell.outputs:
+            assert output.output_type != "error", f"cell {index} holds an error output"
+            for key, value in _texts(output):
+                assert not ABSOLUTE_PATH.search(value), f"cell {index} output {key} holds an absolute path"
+
+
+def _texts(output) -> list[tuple[str, str]]:
+    found = []
+    if "text" in output:
+        found.append(("text", "".join(output.text) if isinstance(output.text, list) else output.text))
+    for key, value in output.get("data", {}).items():
+        if not key.startswith("image/"):
+            found.append((key, value if isinstance(value, str) else json.dumps(value)))
+    return found
+
+
+def test_sources_build_to_the_committed_cells():
+    """notebooks/src/*.py and the committed .ipynb hold the same cell sources (rebuild after editing)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nb_build", NOTEBOOKS / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for source in build.sources():
+        committed = nbformat.read(str(NOTEBOOKS / f"{source.stem}.ipynb"), as_version=4)
+        built = build.build_notebook(source)
+        assert [c.source for c in committed.cells] == [c.source for c in built.cells], source.name
+        assert [c.metadata.get("tags", []) for c in committed.cells] == [c.metadata.get("tags", []) for c in built.cells]
+
+
+def test_notebook_profile(monkeypatch):
+    monkeypatch.delenv("CHH_PROFILE", raising=False)
+    assert notebook_profile() == "cpu"
+    assert notebook_profile("smoke") == "smoke"
+    monkeypatch.setenv("CHH_PROFILE", "smoke")
+    assert notebook_profile() == "smoke"
+    monkeypatch.setenv("CHH_PROFILE", "huge")
+    with pytest.raises(ConfigError):
+        notebook_profile()
+
+
+def test_series_selection():
+    assert [p.name[:2] for p in series_notebooks(NOTEBOOKS, ["02"])] == ["02"]
+    assert [p.name[:2] for p in series_notebooks(NOTEBOOKS, ["1"])] == ["01"]
+    with pytest.raises(ConfigError, match="99"):
+        series_notebooks(NOTEBOOKS, ["99"])
+
+
+def test_scrub_text_removes_absolute_paths():
+    root = repo_root()
+    text = f"saved {root}/runs/x.png and /tmp/abc/metrics.json, /home/u/a.txt"
+    assert scrub_text(text, root) == "saved runs/x.png and metrics.json, a.txt"
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory) -> Path:
+    """The smoke profile's phantom (24 images), written once for this module."""
+    return ensure_phantom(tmp_path_factory.mktemp("notebook_data") / "phantom", "smoke")
+
+
+def test_ensure_phantom_is_a_no_op_when_present(smoke_data):
+    descriptor = smoke_data / "dataset.yaml"
+    before = descriptor.stat().st_mtime_ns
+    assert ensure_phantom(smoke_data, "smoke") == smoke_data
+    assert descriptor.stat().st_mtime_ns == before
+    assert is_phantom(smoke_data)
+
+
+def test_ensure_trained_run_cpu_uses_the_shipped_model(smoke_data, tmp_path):
+    run_dir = ensure_trained_run(tmp_path / "model", smoke_data, "cpu")
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert checkpoint.is_file() and manifest["pretrained"] is True
+    before = checkpoint.stat().st_mtime_ns
+    ensure_trained_run(run_dir, smoke_data, "cpu")  # reused, not rewritten
+    assert checkpoint.stat().st_mtime_ns == before
+    assert len(training_history(run_dir)) == 40  # the history stored with the shipped weights
+
+
+def test_notebook_paths_resolve_against_the_repository(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    paths = notebook_paths("01_x", "smoke", None, tmp_path / "run")
+    assert paths.data_dir == repo_root() / "data" / "phantom_smoke"
+    assert paths.output_dir == tmp_path / "run" / "01_x" and paths.output_dir.is_dir()
+    assert paths.model_dir == tmp_path / "run" / "model"
+    assert paths.show(tmp_path / "run" / "01_x" / "a.png") == "RUN_DIR/01_x/a.png"
+    assert notebook_paths("01_x", "cpu", "data/isbi", tmp_path / "run").data_dir == repo_root() / "data" / "isbi"
+
+
+@pytest.fixture(scope="module")
+def smoke_series(tmp_path_factory, smoke_data) -> tuple[Path, pd.DataFrame]:
+    """Every notebook, executed once in order with the smoke profile into a temporary run directory."""
+    base = tmp_path_factory.mktemp("notebooks")
+    data_dir = smoke_data
+    run_dir = base / "run"
+    summary = run_notebooks(run_dir, "smoke", data_dir=data_dir, device="cpu")
+    return run_dir, summary
+
+
+def _metrics(run_dir: Path, stem: str) -> dict:
+    return json.loads((run_dir / stem / "metrics.json").read_text())
+
+
+def test_smoke_series_summary(smoke_series):
+    run_dir, summary = smoke_series
+    assert list(summary["notebook"]) == [p.stem for p in COMMITTED]
+    assert set(summary["status"]) == {"ok"}
+    on_disk = pd.read_csv(run_dir / "notebooks" / "summary.csv")
+    assert list(on_disk["notebook"]) == list(summary["notebook"])
+    for path in COMMITTED:
+        assert (run_dir / "notebooks" / path.name).is_file()
+    assert "total" in format_summary(summary)
+
+
+def test_smoke_01_data_exploration(smoke_series):
+    run_dir, _ = smoke_series
+    metrics = _metrics(run_dir, "01_data_exploration")
+    assert metrics["profile"] == "smoke"
+    assert metrics["num_images"] == {"train": 7, "calibration": 2, "test": 9, "test2": 6}
+    assert metrics["num_images_total"] == 24
+    assert metrics["num_landmarks"] == 19 and metrics["num_contour_landmarks"] == 18
+    # The phantom's annotators disagree by about 1.7 mm, much more along contours than across.
+    assert 1.0 < metrics["mean_annotator_distance_mm"] < 2.5
+    assert metrics["min_contour_along_across_ratio"] > 1.5
+    assert metrics["median_contour_along_across_ratio"] > 3.0
+    assert metrics["point_landmark_along_across_ratio"]["S"] < metrics["median_contour_along_across_ratio"]
+    assert len(metrics["per_landmark_mean_distance_mm"]) == 19
+    for name in ("examples", "annotator_ellipses", "hard_cases", "augmentation_preview"):
+        assert (run_dir / "01_data_exploration" / f"{name}.png").stat().st_size > 1000
+
+
+def test_smoke_02_one_hot_training(smoke_series):
+    run_dir, _ = smoke_series
+    metrics = _metrics(run_dir, "02_one_hot_heatmap_training")
+    assert metrics["training"] == "trained" and metrics["epochs"] == 2
+    assert metrics["num_test_images"] == 9
+    assert 0 < metrics["train_seconds"] < 60
+    assert math.isclose(metrics["uniform_nll"], math.log(64 * 80))
+    # Two epochs on seven images: a finite loss below the uniform heatmap's, finite errors.
+    assert 0 < metrics["final_train_nll"] < metrics["uniform_nll"] + 1
+    assert 0 < metrics["mre_mm"] < 250 and 0 < metrics["baseline_mre_mm"] < 250
+    assert set(metrics["sdr_percent"]) == {"2", "2.5", "3", "4"}
+    assert all(0 <= v <= 100 for v in metrics["sdr_percent"].values())
+    assert (run_dir / "model" / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "model" / "eval_test" / "metrics.json").is_file()
+
+
+def test_published_copy_is_clean(smoke_series, tmp_path):
+    run_dir, _ = smoke_series
+    executed = run_dir / "notebooks" / COMMITTED[0].name
+    assert str(run_dir) in executed.read_text()  # papermill's injected parameters hold the paths
+    target = publish_notebook(executed, tmp_path / COMMITTED[0].name)
+    text = target.read_text()
+    assert not ABSOLUTE_PATH.search(text)  # nothing machine-specific is left
+    assert str(run_dir) not in text
+    notebook = nbformat.reads(text, as_version=4)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells)
+
+
+def test_a_failing_notebook_names_its_cell(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    good = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = 'cpu'\nrun_dir = data_dir = None\nseed = 0\ndevice = 'auto'",
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+    ])
+    bad = nbformat.v4.new_notebook(cells=[
+        *good.cells,
+        nbformat.v4.new_code_cell("raise ValueError('broken on purpose')"),
+    ])
+    for notebook in (good, bad):
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(good, str(folder / "01_good.ipynb"))
+    nbformat.write(bad, str(folder / "02_bad.ipynb"))
+    nbformat.write(good, str(folder / "03_never.ipynb"))
+    with pytest.raises(NotebookError, match=r"02_bad\.ipynb failed in cell \d+.*ValueError: broken on purpose"):
+        run_notebooks(tmp_path / "run", "smoke", notebooks_dir=folder, data_dir=tmp_path / "data")
+    summary = pd.read_csv(tmp_path / "run" / "notebooks" / "summary.csv")
+    assert list(summary["status"]) == ["ok", "failed"]
