@@ -19,10 +19,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-## The main job: phantom, training with the cpu profile, evaluation and the results table.
+## The main job: phantom, training with the cpu profile, temperature calibration, evaluation and the results table.
 demo: venv
 	$(CHH) phantom $(DATA)
 	$(CHH) train --data $(DATA) --run-dir $(RUN) --profile $(PROFILE) $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume,)
+	$(CHH) calibrate --run-dir $(RUN)
 	$(CHH) evaluate --run-dir $(RUN) --split test
 
 ## Unit, reference, bad-input and end-to-end tests.

@@ -288,6 +288,11 @@ def calibrate_run(
             fit_records, selection_records = run.data.split(split), run.data.split("selection")
         else:
             records = run.data.split(split)
+            if len(records) < 2:
+                raise ConfigError(
+                    f"the paper method splits {split!r} into fitting and selection halves, "
+                    f"but it holds only {len(records)} image(s)"
+                )
             fit_records, selection_records = records[: len(records) // 2], records[len(records) // 2:]
         fitting = make_training_dataset(run.config, fit_records, run.cache_dir)
         selection = LandmarkDataset(selection_records, run.config.data.image_size, run.cache_dir)

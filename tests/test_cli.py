@@ -16,7 +16,7 @@ def smoke_run(tmp_path_factory):
     """Phantom -> train (smoke) -> evaluate, once for the module."""
     root = tmp_path_factory.mktemp("smoke")
     data_dir, run_dir = root / "phantom", root / "run"
-    assert main(["phantom", str(data_dir), "--num-images", "16", "--image-size", "160", "200", "--seed", "3"]) == 0
+    assert main(["phantom", str(data_dir), "--num-images", "24", "--image-size", "160", "200", "--seed", "3"]) == 0
     assert main(["train", "--data", str(data_dir), "--run-dir", str(run_dir), "--profile", "smoke",
                  "--device", "cpu", "--no-progress"]) == 0
     assert main(["evaluate", "--run-dir", str(run_dir), "--split", "test", "--device", "cpu"]) == 0
@@ -28,7 +28,7 @@ def test_smoke_run_writes_every_output(smoke_run, capsys):
     for name in ("config.yaml", "manifest.json", "train_log.csv", "train.log", "checkpoints/last.pt"):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
-    assert metrics["num_images"] == 6 and metrics["num_landmarks"] == 19
+    assert metrics["num_images"] == 9 and metrics["num_landmarks"] == 19
     assert set(metrics["sdr_percent"]) == {"2", "2.5", "3", "4"}
     assert all(0.0 <= v <= 100.0 for v in metrics["sdr_percent"].values())
     sdr = list(metrics["sdr_percent"].values())
@@ -38,7 +38,7 @@ def test_smoke_run_writes_every_output(smoke_run, capsys):
     per_landmark = (run_dir / "eval_test" / "per_landmark.csv").read_text().splitlines()
     assert len(per_landmark) == 20 and per_landmark[0].startswith("landmark,abbreviation,mre_mm")
     per_image = (run_dir / "eval_test" / "per_image.csv").read_text().splitlines()
-    assert len(per_image) == 7 and per_image[0].startswith("image_id,mre_mm,S_error_mm")
+    assert len(per_image) == 10 and per_image[0].startswith("image_id,mre_mm,S_error_mm")
 
 
 def test_per_image_errors_average_to_the_reported_mre(smoke_run):
@@ -120,3 +120,51 @@ def test_train_and_evaluate_on_custom_formats(tmp_path, maker, capsys):
     assert metrics["num_landmarks"] == num_landmarks and metrics["num_images"] == 2
     assert np.isfinite(metrics["mre_mm"]) and np.isfinite(metrics["baseline_mre_mm"])
     assert "MRE" in capsys.readouterr().out
+
+
+STEP3_KEYS = {
+    "nll_before", "nll_after", "ece_percent_before", "ece_percent_after", "adaptive_ece_percent_after",
+    "mce_percent_after", "ere_error_binned_pearson", "ere_error_spearman", "outlier_threshold_mm",
+    "outlier_fraction", "auroc", "auroc_ci95", "ere_threshold_tpr50_mm", "good_set", "erroneous_set",
+    "temperatures",
+}
+
+
+@pytest.mark.parametrize("method", ["nll", "paper"])
+def test_calibrate_then_evaluate(smoke_run, tmp_path, method, capsys):
+    _, run_dir = smoke_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(run_dir, run_copy)
+    before = json.loads((run_copy / "eval_test" / "metrics.json").read_text())
+    assert before["calibrated"] is False and before["temperatures"] == [1.0] * 19
+    assert STEP3_KEYS <= set(before)
+    args = ["calibrate", "--run-dir", str(run_copy), "--method", method, "--device", "cpu"]
+    assert main(args + (["--epochs", "2"] if method == "paper" else [])) == 0
+    assert "fitted 19 temperatures" in capsys.readouterr().out
+    calibration = json.loads((run_copy / "calibration.json").read_text())
+    assert calibration["method"] == method and len(calibration["temperatures"]) == 19
+    assert main(["evaluate", "--run-dir", str(run_copy), "--device", "cpu"]) == 0
+    after = json.loads((run_copy / "eval_test" / "metrics.json").read_text())
+    assert after["calibrated"] is True and after["calibration_overlap_images"] == 0
+    assert after["temperatures"] == pytest.approx(list(calibration["temperatures"].values()))
+    # temperatures leave the arg-max, hence MRE and SDR, unchanged
+    assert after["mre_mm"] == before["mre_mm"] and after["sdr_percent"] == before["sdr_percent"]
+    assert after["ece_percent_before"] == pytest.approx(before["ece_percent_after"])
+    if method == "nll":
+        assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    for name in ("reliability_diagram.png", "ere_vs_error.png", "roc.png", "per_landmark.png"):
+        assert (run_copy / "eval_test" / name).stat().st_size > 10_000
+    per_landmark = (run_copy / "eval_test" / "per_landmark.csv").read_text().splitlines()[0]
+    assert per_landmark.endswith("ere_mm,temperature")
+    per_image = (run_copy / "eval_test" / "per_image.csv").read_text().splitlines()[0]
+    assert "S_ere_mm" in per_image
+
+
+def test_calibrating_on_the_test_split_is_refused(smoke_run, tmp_path, capsys):
+    _, run_dir = smoke_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(run_dir, run_copy)
+    checkpoint = (run_copy / "checkpoints" / "last.pt").read_bytes()
+    assert main(["calibrate", "--run-dir", str(run_copy), "--split", "test"]) == 2
+    assert "may not be fitted on the 'test' split" in capsys.readouterr().err
+    assert (run_copy / "checkpoints" / "last.pt").read_bytes() == checkpoint
