@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from chh_lib.metrics import expected_radial_error
@@ -76,23 +77,25 @@ def realistic_heatmaps(shape: tuple[int, int, int, int] = SHAPE, seed: int = 0) 
 
 
 def authors_ere(heatmaps: torch.Tensor, pixel_size_mm: torch.Tensor, cutoff: float = CUTOFF) -> torch.Tensor:
-    """The authors' algorithm: per map, normalise and threshold, then loop over significant pixels."""
-    n, k, _, width = heatmaps.shape
-    out = torch.zeros(n, k, dtype=heatmaps.dtype)
+    """The authors' algorithm, in NumPy as their code is: per map, normalise and threshold the
+    whole map, then loop in Python over the significant pixels only."""
+    maps = heatmaps.numpy()
+    sizes = pixel_size_mm.numpy()
+    n, k, _, width = maps.shape
+    out = np.zeros((n, k))
     for image in range(n):
-        px, py = float(pixel_size_mm[image, 0]), float(pixel_size_mm[image, 1])
+        px, py = sizes[image]
         for landmark in range(k):
-            heatmap = heatmaps[image, landmark]
-            norm = heatmap / torch.max(heatmap)
-            kept = torch.where(norm > cutoff, norm, torch.zeros_like(norm))
-            q = kept / torch.sum(kept)
-            flat = int(torch.argmax(heatmap))
-            x_hat, y_hat = flat % width, flat // width
+            heatmap = maps[image, landmark]
+            norm = heatmap / heatmap.max()
+            norm[norm <= cutoff] = 0.0
+            q = norm / norm.sum()
+            y_hat, x_hat = np.unravel_index(np.argmax(heatmap), heatmap.shape)
             total = 0.0
-            for y, x in torch.nonzero(q).tolist():
-                total += float(q[y, x]) * ((((x - x_hat) * px) ** 2 + ((y - y_hat) * py) ** 2) ** 0.5)
+            for y, x in zip(*np.nonzero(q)):
+                total += q[y, x] * np.hypot((x - x_hat) * px, (y - y_hat) * py)
             out[image, landmark] = total
-    return out
+    return torch.from_numpy(out)
 
 
 def sparse_ere(heatmaps: torch.Tensor, pixel_size_mm: torch.Tensor, cutoff: float = CUTOFF) -> torch.Tensor:

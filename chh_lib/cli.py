@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     calibrate.set_defaults(handler=_run_calibrate)
 
+    notebooks = commands.add_parser("notebooks", help="run the notebook series headless with papermill")
+    notebooks.add_argument("--run-dir", type=Path, required=True, help="shared run directory of the series")
+    notebooks.add_argument("--profile", choices=("smoke", "cpu", "paper"), default="cpu")
+    notebooks.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
+    notebooks.add_argument("--data", type=Path, help="data set (default: the profile's phantom)")
+    notebooks.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    notebooks.add_argument("--seed", type=int, default=0)
+    notebooks.set_defaults(handler=_run_notebooks)
+
     data = commands.add_parser("data", help="inspect a data set")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="validate a data set without training")
@@ -162,6 +171,16 @@ def _run_calibrate(args: argparse.Namespace) -> None:
           f"max {temperatures.max():.3f}")
     print(f"NLL {result.nll_before:.3f} -> {result.nll_after:.3f} nats; stored in {args.run_dir / 'checkpoints'}"
           f" and {args.run_dir / 'calibration.json'}")
+
+
+def _run_notebooks(args: argparse.Namespace) -> None:
+    from chh_lib.notebooks import format_summary, run_notebooks
+
+    only = [part.strip() for part in args.only.split(",") if part.strip()] if args.only else None
+    summary = run_notebooks(args.run_dir, args.profile, only, data_dir=args.data, seed=args.seed,
+                            device=args.device)
+    print(format_summary(summary))
+    print(f"executed notebooks and figures: {args.run_dir}")
 
 
 def _run_data_check(args: argparse.Namespace) -> int:
