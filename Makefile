@@ -26,9 +26,10 @@ demo: venv
 	$(CHH) calibrate --run-dir $(RUN)
 	$(CHH) evaluate --run-dir $(RUN) --split test
 
-## Unit, reference, bad-input and end-to-end tests.
+## Unit, reference, bad-input, end-to-end and notebook tests, then nbval on the committed notebooks.
 test: venv
 	$(VENV)/bin/python -m pytest
+	CHH_PROFILE=smoke $(VENV)/bin/python -m pytest --nbval-lax notebooks/ -p no:cacheprovider
 
 ## Speed measurements; results land in benchmarks/results/.
 bench: venv

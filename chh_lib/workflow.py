@@ -357,6 +357,23 @@ def ensure_trained_run(
     return run_dir
 
 
+def ensure_calibrated(run_dir: Path, data_dir: Path | None = None, device: str = "auto") -> np.ndarray:
+    """Per-landmark temperatures of ``run_dir``, fitting them on its calibration split when missing.
+
+    Returns
+    -------
+    ndarray, shape (K,)
+        The temperatures stored with the run's checkpoint.
+    """
+    from chh_lib.engine import LAST_CHECKPOINT, choose_device, load_checkpoint
+    from chh_lib.evaluation import calibrate_run
+
+    payload = load_checkpoint(Path(run_dir) / LAST_CHECKPOINT)
+    if payload.get("temperatures") is not None:
+        return np.asarray(payload["temperatures"], dtype=np.float64)
+    return calibrate_run(run_dir, data_dir=data_dir, device=choose_device(device)).temperatures
+
+
 def training_history(run_dir: Path) -> pd.DataFrame:
     """Per-epoch training log of a run: ``train_log.csv``, else the history stored in its checkpoint.
 
