@@ -110,7 +110,7 @@ def _run_phantom(args: argparse.Namespace) -> None:
     print(f"{state} {summary.root} ({counts}; {summary.num_hard} hard cases)")
     print(f"{'landmark':<24} {'annotator distance (mm)':>24} {'along/across':>13}")
     for name, distance, ratio in zip(ISBI_2015.names, summary.mean_distance_mm, summary.along_across_ratio):
-        ratio_text = "-" if ratio != ratio else f"{ratio:.1f}"
+        ratio_text = "-" if np.isnan(ratio) else f"{ratio:.1f}"
         print(f"{name:<24} {distance:>24.2f} {ratio_text:>13}")
     print(f"{'mean':<24} {summary.mean_distance_mm.mean():>24.2f}")
 
