@@ -10,7 +10,7 @@ DATA ?= data/phantom
 RUN ?= runs/cpu
 PROFILE ?= cpu
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo cli-demo test bench notebooks clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-## The main job: phantom, training with the cpu profile, temperature calibration, evaluation and the results table.
+## The main job: the six notebooks on the phantom, executed headless with papermill (summary table at the end).
 demo: venv
+	$(CHH) notebooks --run-dir runs/notebooks/$(PROFILE) --profile $(PROFILE)
+
+## The same pipeline through the command line only: phantom, training, calibration, evaluation.
+cli-demo: venv
 	$(CHH) phantom $(DATA)
 	$(CHH) train --data $(DATA) --run-dir $(RUN) --profile $(PROFILE) $(if $(wildcard $(RUN)/checkpoints/last.pt),--resume,)
 	$(CHH) calibrate --run-dir $(RUN)
@@ -36,6 +40,10 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_phantom.py
 	$(VENV)/bin/python benchmarks/bench_model.py
 	$(VENV)/bin/python benchmarks/bench_augment.py
+
+## Rebuild the notebooks from notebooks/src (no outputs); see notebooks/build.py to publish executed copies.
+notebooks: venv
+	$(VENV)/bin/python notebooks/build.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -393,8 +393,10 @@ def training_history(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(history, columns=["epoch", "loss", "lr", "images_per_s", "seconds"])
 
 
-def save_figure(figure: Any, path: Path, dpi: int = 80, show: bool = True) -> Path:
+def save_figure(figure: Any, path: Path, dpi: int = 80, show: bool = True) -> None:
     """Save a matplotlib figure as PNG (atomically) and display it inline in a notebook.
+
+    Returns nothing, so that a cell ending with this call shows only the figure.
 
     Parameters
     ----------
@@ -410,12 +412,9 @@ def save_figure(figure: Any, path: Path, dpi: int = 80, show: bool = True) -> Pa
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     write_bytes_atomic(Path(path), buffer.getvalue())
     if show:
-        try:
-            from IPython.display import Image, display
-        except ImportError:  # pragma: no cover - IPython ships with the dev extras
-            return Path(path)
+        from IPython.display import Image, display
+
         display(Image(data=buffer.getvalue(), format="png"))
-    return Path(path)
 
 
 def _json_ready(value: Any) -> Any:

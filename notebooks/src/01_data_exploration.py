@@ -285,7 +285,7 @@ hard_ids = [i for i in data.descriptor.get("hard_cases", []) if i in by_id]
 
 def hard_kinds(image_id):
     """Kinds of a phantom hard case, from the last line of its first annotator's file."""
-    folder, stem = image_id.split("/")
+    stem = image_id.split("/")[1]
     lines = (paths.data_dir / "AnnotationsByMD" / data.annotators[0] / f"{stem}.txt").read_text().split()
     mask = int(lines[-1]) if lines and lines[-1].isdigit() else 0
     return ", ".join(name for bit, name in kind_bits.items() if mask & bit) or "-"

@@ -24,7 +24,6 @@
 import math
 
 import numpy as np
-import pandas as pd
 import torch
 from IPython.display import display
 from matplotlib.figure import Figure
@@ -129,7 +128,7 @@ shown_k = landmarks.index("Go") if "Go" in landmarks.abbreviations else 0
 target = example["target_px"][shown_k].numpy()
 rows_, cols_ = np.mgrid[0:height, 0:width]
 one_hot = np.zeros((height, width))
-one_hot[int(round(target[1])), int(round(target[0]))] = 1.0
+one_hot[round(target[1]), round(target[0])] = 1.0
 sigma_px = 2.0
 gaussian = np.exp(-((cols_ - target[0]) ** 2 + (rows_ - target[1]) ** 2) / (2 * sigma_px**2))
 half = max(6, width // 12)
@@ -279,7 +278,7 @@ summary = {
     "profile": profile,
     "device": torch_device.type,
     "training": outcome.action,
-    "epochs": int(len(history)),
+    "epochs": len(history),
     "train_seconds": train_seconds,
     "final_train_nll": float(history["loss"].iloc[-1]),
     "num_test_images": int(metrics["num_images"]),
