@@ -217,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chh`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per notebook is enough
     try:
         status = args.handler(args)
     except ChhError as error:

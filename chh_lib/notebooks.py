@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import re
 import time
@@ -25,6 +26,8 @@ import pandas as pd
 from chh_lib.errors import ConfigError, NotebookError
 from chh_lib.files import write_text_atomic
 from chh_lib.workflow import default_data_dir, read_notebook_metrics, repo_root
+
+logger = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.csv"
 NOTEBOOK_PATTERN = "0*.ipynb"
@@ -172,6 +175,7 @@ def run_notebooks(
         except Exception as error:  # noqa: BLE001  (kernel died, timeout, no kernel: still name the notebook)
             failure = error
         seconds = time.perf_counter() - start
+        logger.info("%s: %s in %.0f s", notebook.stem, "ok" if failure is None else "FAILED", seconds)
         metrics = read_notebook_metrics(run_dir / notebook.stem) if failure is None else {}
         rows.append({"notebook": notebook.stem, "seconds": round(seconds, 1),
                      "status": "ok" if failure is None else "failed", "key_numbers": _key_numbers(metrics)})
