@@ -220,21 +220,8 @@ def evaluate_run(
     _write_csv(per_image, output_dir / "per_image.csv")
     if figures:
         _write_figures(summary, per_landmark, metrics, output_dir)
-    write_json_atomic(_json_safe(metrics), output_dir / "metrics.json")
+    write_json_atomic(metrics, output_dir / "metrics.json")
     return EvaluationResult(metrics, per_landmark, per_image, output_dir)
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace NaN and infinity by None so that metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _write_figures(summary: Any, per_landmark: pd.DataFrame, metrics: dict[str, Any], output_dir: Path) -> None:
@@ -307,7 +294,7 @@ def calibrate_run(
     payload["calibration"] = {"method": result.method, "split": split, "image_ids": image_ids,
                               "nll_before": result.nll_before, "nll_after": result.nll_after}
     save_checkpoint(payload, run.checkpoint_path)
-    write_json_atomic(_json_safe({
+    write_json_atomic({
         "method": result.method,
         "split": split,
         "per_landmark": per_landmark,
@@ -315,8 +302,8 @@ def calibrate_run(
         "nll_before": result.nll_before,
         "nll_after": result.nll_after,
         "temperatures": dict(zip(run.data.landmarks.names, result.temperatures.tolist())),
-        "details": {k: v for k, v in result.details.items()},
-    }), run.run_dir / "calibration.json")
+        "details": result.details,
+    }, run.run_dir / "calibration.json")
     return result
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -42,9 +43,30 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def json_ready(value: Any) -> Any:
+    """A copy of ``value`` that strict JSON can hold.
+
+    NaN and infinity become None (null), NumPy scalars plain numbers, tuples
+    lists, keys strings and paths their file name (never an absolute path).
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, Path):
+        return value.name
+    return value
+
+
 def write_json_atomic(values: dict[str, Any], path: Path) -> None:
-    """Write ``values`` as indented JSON atomically."""
-    write_text_atomic(path, json.dumps(values, indent=2) + "\n")
+    """Write ``values`` as indented, strict JSON (see :func:`json_ready`) atomically."""
+    write_text_atomic(path, json.dumps(json_ready(values), indent=2, allow_nan=False) + "\n")
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -417,22 +416,6 @@ def save_figure(figure: Any, path: Path, dpi: int = 80, show: bool = True) -> No
         display(Image(data=buffer.getvalue(), format="png"))
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, Path):
-        return value.name
-    return value
-
-
 def write_notebook_metrics(output_dir: Path, metrics: dict[str, Any]) -> Path:
     """Write a notebook's key numbers to ``output_dir/metrics.json`` atomically (NaN as null).
 
@@ -442,7 +425,7 @@ def write_notebook_metrics(output_dir: Path, metrics: dict[str, Any]) -> Path:
         The file written.
     """
     path = Path(output_dir) / "metrics.json"
-    write_json_atomic(_json_ready(metrics), path)
+    write_json_atomic(metrics, path)
     return path
 
 
