@@ -264,6 +264,11 @@ def calibrate_run(
     """
     check_calibration_split(split)
     run = load_run(run_dir, data_dir)
+    if split not in run.data.splits:
+        raise ConfigError(
+            f"{run.data_dir}: no {split!r} split to fit temperatures on (available: {', '.join(run.data.splits)}); "
+            "give dataset.yaml one, e.g. splits: {fractions: {train: 0.7, calibration: 0.1, test: 0.2}}"
+        )
     device = device or torch.device("cpu")
     dataset = run.dataset(split)
     if method == "nll":

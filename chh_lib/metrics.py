@@ -479,7 +479,8 @@ def adaptive_reliability_bins(
     Returns
     -------
     ReliabilityBins
-        Counts ``M // num_bins`` or one more; ECE and MCE as in :func:`reliability_bins`.
+        Counts ``M // num_bins`` or one more (only ``M`` bins of one prediction when
+        ``M < num_bins``); ECE and MCE as in :func:`reliability_bins`.
     """
     conf, hit = _confidence_and_correct(confidence, correct)
     present = ~np.isnan(conf)
@@ -488,14 +489,14 @@ def adaptive_reliability_bins(
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     order = np.argsort(conf, kind="stable")
     index = np.empty(conf.size, dtype=np.int64)
-    groups = np.array_split(order, num_bins)
+    groups = np.array_split(order, min(num_bins, max(conf.size, 1)))  # never an empty bin
     for b, members in enumerate(groups):
         index[members] = b
     if conf.size:
         starts = [conf[g[0]] if g.size else np.nan for g in groups]
         edges = np.array(starts + [conf[order[-1]]], dtype=np.float64)
     else:
-        edges = np.full(num_bins + 1, np.nan)
+        edges = np.full(len(groups) + 1, np.nan)
     return _bins_from_index(conf, hit, index, edges)
 
 

@@ -146,7 +146,8 @@ def _reliability_right_end(bins: ReliabilityBins) -> float:
     filled = _filled_bins(bins)
     if not filled.any():
         return float(min(edges[-1], 1.0))
-    typical_width = float(np.median(np.diff(edges)))
+    widths = np.diff(edges)
+    typical_width = float(np.median(widths[np.isfinite(widths)])) if np.isfinite(widths).any() else 0.0
     upper = np.minimum(edges[1:], np.maximum(edges[:-1] + typical_width, confidence))
     return float(max(upper[filled].max(), confidence[filled].max(), accuracy[filled].max()))
 

@@ -102,8 +102,8 @@ def make_tiny_labelme(root: Path, num_images: int = 6, size: tuple[int, int] = (
         "pixel_size_mm": {"default": 0.5, "per_image": {"case01.png": [0.4, 0.6]}},
         "images": "images",
         "annotators": {"senior": "labelme/senior", "junior": "labelme/junior"},
-        "splits": {"train": [f"case0{i}.{'tif' if i % 3 == 0 else 'png'}" for i in range(4)],
-                   "test": [f"case0{i}.{'tif' if i % 3 == 0 else 'png'}" for i in range(4, num_images)]},
+        "splits": {"train": [f"case{i:02d}.{'tif' if i % 3 == 0 else 'png'}" for i in range(4)],
+                   "test": [f"case{i:02d}.{'tif' if i % 3 == 0 else 'png'}" for i in range(4, num_images)]},
     })
     return truth
 

@@ -364,3 +364,15 @@ def test_bootstrap_ignores_nan_statistics():
     low, high = bootstrap_ci(lambda index: float(values[index].mean()) if 0 in index else float("nan"), 4, 200)
     assert 0.0 <= low <= high <= 3.0
     assert all(math.isnan(v) for v in bootstrap_ci(lambda index: float("nan"), 4, 10))
+
+
+def test_adaptive_bins_with_fewer_predictions_than_bins_have_no_empty_bin():
+    from chh_lib.metrics import adaptive_reliability_bins
+    from chh_lib.plots import reliability_diagram
+
+    bins = adaptive_reliability_bins(np.array([0.2, 0.1, 0.4]), np.array([True, False, True]), num_bins=10)
+    assert bins.count.tolist() == [1, 1, 1]
+    assert np.isfinite(bins.edges).all() and np.isfinite(bins.ece_percent)
+    assert bins.ece_percent == pytest.approx(100 * (0.1 + 0.8 + 0.6) / 3)
+    figure = reliability_diagram(bins, bins)
+    assert all(np.isfinite(ax.get_xlim()).all() for ax in figure.axes)

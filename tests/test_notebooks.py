@@ -323,3 +323,24 @@ def test_a_failing_notebook_names_its_cell(tmp_path):
         run_notebooks(tmp_path / "run", "smoke", notebooks_dir=folder, data_dir=tmp_path / "data")
     summary = pd.read_csv(tmp_path / "run" / "notebooks" / "summary.csv")
     assert list(summary["status"]) == ["ok", "failed"]
+
+
+def test_the_series_runs_on_a_custom_labelme_data_set(tmp_path):
+    """Pointed at a labelme data set with three landmarks, every notebook runs and reports on it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import make_tiny_labelme
+
+    from chh_lib.config import load_yaml, save_yaml
+
+    data_dir = tmp_path / "labelme"
+    make_tiny_labelme(data_dir, num_images=8, size=(160, 200))
+    descriptor = load_yaml(data_dir / "dataset.yaml")
+    descriptor["splits"] = {"fractions": {"train": 0.5, "calibration": 0.25, "test": 0.25}, "seed": 0}
+    save_yaml(descriptor, data_dir / "dataset.yaml")
+    summary = run_notebooks(tmp_path / "run", "smoke", data_dir=data_dir, device="cpu")
+    assert set(summary["status"]) == {"ok"}
+    assert _metrics(tmp_path / "run", "01_data_exploration")["num_landmarks"] == 3
+    assert _metrics(tmp_path / "run", "02_one_hot_heatmap_training")["num_test_images"] == 2
+    assert _metrics(tmp_path / "run", "04_expected_radial_error")["max_abs_difference_mm"] < 1e-6
