@@ -48,6 +48,8 @@ from chh_lib.metrics import correct_within_pixel, radial_error_mm, reliability_b
 logger = logging.getLogger(__name__)
 
 REPORTED_SPLITS = ("test", "test2")
+#: Fitted temperatures are kept within this range; beyond it a heatmap is all but uniform or one-hot.
+TEMPERATURE_RANGE = (0.01, 100.0)
 
 
 @dataclass
@@ -172,6 +174,13 @@ def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max
     optimizer.step(closure)
     temperatures = scaling.temperature.detach().expand(num_landmarks).clone()
     temperatures[~present] = 1.0  # nothing to fit: leave those landmarks unscaled
+    bounded = temperatures.clamp(*TEMPERATURE_RANGE)
+    if not torch.equal(bounded, temperatures):
+        logger.warning(
+            "%d fitted temperatures fell outside %s and were clipped: the calibration data may be too few "
+            "or the model barely trained", int((bounded != temperatures).sum()), TEMPERATURE_RANGE,
+        )
+        temperatures = bounded
     with torch.no_grad():
         nll_before = float(pooled_nll(held_out.logits, held_out.target_index, torch.ones(num_landmarks)))
         nll_after = float(pooled_nll(held_out.logits, held_out.target_index, temperatures))

@@ -84,3 +84,13 @@ def test_reported_splits_are_refused(split):
     with pytest.raises(ConfigError, match="may not be fitted"):
         check_calibration_split(split)
     check_calibration_split("calibration")
+
+
+def test_degenerate_fits_are_clipped_to_the_temperature_range():
+    from chh_lib.calibration import TEMPERATURE_RANGE
+
+    logits = torch.zeros(6, 1, 4, 4)
+    logits[:, 0, 0, 0] = 50.0  # confidently wrong everywhere: the NLL keeps falling as T grows
+    target = torch.full((6, 1), 15)
+    result = fit_temperatures_nll(HeldOutLogits(logits, target, np.zeros((6, 1, 2)), np.ones((6, 2))))
+    assert result.temperatures[0] == pytest.approx(TEMPERATURE_RANGE[1])
