@@ -42,6 +42,7 @@ from chh_lib.heatmaps import (
     check_finite,
     mode_probability,
     scale_logits,
+    target_nll,
 )
 from chh_lib.metrics import correct_within_pixel, radial_error_mm, reliability_bins
 
@@ -127,22 +128,15 @@ def per_landmark_nll(logits: torch.Tensor, target_index: torch.Tensor, temperatu
         :math:`\frac{1}{|P_k|}\sum_{n \in P_k} \left(\log\sum_j e^{z_{n,k}(j)/T_k} - z_{n,k}(t_{n,k})/T_k\right)`;
         NaN for a landmark present in no image.
     """
-    flat = logits.float().flatten(2) / temperature.view(1, -1, 1)  # (N, K, H*W)
+    nll = target_nll(scale_logits(logits, temperature), target_index)  # (N, K), NaN = missing
     present = target_index != MISSING_INDEX
-    safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
-    target_logit = flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)  # (N, K)
-    nll = torch.logsumexp(flat, dim=-1) - target_logit
-    nll = torch.where(present, nll, torch.zeros_like(nll))
-    return nll.sum(dim=0) / present.sum(dim=0)
+    return torch.where(present, nll, torch.zeros_like(nll)).sum(dim=0) / present.sum(dim=0)
 
 
 def pooled_nll(logits: torch.Tensor, target_index: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """NLL averaged over every present (image, landmark) pair, in nats (differentiable in ``temperature``)."""
-    flat = logits.float().flatten(2) / temperature.view(1, -1, 1)  # (N, K, H*W)
-    present = target_index != MISSING_INDEX
-    safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
-    nll = torch.logsumexp(flat, dim=-1) - flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)
-    return nll[present].mean()
+    nll = target_nll(scale_logits(logits, temperature), target_index)  # (N, K), NaN = missing
+    return nll[target_index != MISSING_INDEX].mean()
 
 
 def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max_iter: int = 100) -> CalibrationResult:

@@ -37,13 +37,13 @@ from chh_lib.data.formats import ImageRecord
 from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.heatmaps import (
-    MISSING_INDEX,
     argmax_2d,
     check_finite,
     mode_probability,
     one_hot_nll,
     scale_logits,
     softmax_2d,
+    target_nll,
 )
 from chh_lib.metrics import uncertainty_scores
 from chh_lib.model import build_model, input_multiple, load_torchvision_resnet34_weights
@@ -384,15 +384,6 @@ class Predictions:
         return self.scores["ere"]
 
 
-def _target_nll(logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
-    """(N, K) NLL of the target pixel, NaN where the target is missing."""
-    flat = logits.flatten(2)
-    present = target_index != MISSING_INDEX
-    safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
-    nll = torch.logsumexp(flat, dim=-1) - flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)
-    return torch.where(present, nll, torch.full_like(nll, float("nan")))
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -434,8 +425,8 @@ def predict(
             "pred_px": argmax_2d(logits),
             "mode_prob": mode_probability(scaled),
             "mode_prob_before": mode_probability(logits),
-            "nll": _target_nll(scaled, target_index),
-            "nll_before": _target_nll(logits, target_index),
+            "nll": target_nll(scaled, target_index),
+            "nll_before": target_nll(logits, target_index),
         }
         scores = uncertainty_scores(heatmaps, batch["pixel_size_mm"].to(device), cutoff=ere_cutoff)
         outputs.update({f"score_{name}": value for name, value in scores.items()})

@@ -92,6 +92,29 @@ def one_hot_nll(logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(flat, target_index.reshape(-1), ignore_index=MISSING_INDEX)
 
 
+def target_nll(logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
+    r"""NLL of each target pixel: :math:`\log\sum_j e^{z_{n,k}(j)} - z_{n,k}(t_{n,k})`, in float32.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W)
+        Divide by the temperatures first for the calibrated NLL (differentiable in them).
+    target_index : Tensor, shape (N, K), int64
+        Flat index of the target pixel, -1 = missing.
+
+    Returns
+    -------
+    Tensor, shape (N, K), float32
+        Nats; NaN where the target is missing.
+    """
+    _check_4d(logits)
+    flat = logits.float().flatten(2)  # (N, K, H*W)
+    present = target_index != MISSING_INDEX
+    safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
+    nll = torch.logsumexp(flat, dim=-1) - flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)
+    return torch.where(present, nll, torch.full_like(nll, float("nan")))
+
+
 def argmax_2d(maps: torch.Tensor) -> torch.Tensor:
     """Position of the first maximum of each map, in row-major order.
 

@@ -95,3 +95,17 @@ def test_reference_vectors_softmax_and_argmax(reference_vectors):
     heatmaps = softmax_2d(scaled.double()).double().numpy()
     np.testing.assert_allclose(heatmaps, reference_vectors["heatmaps"], atol=1e-7, rtol=1e-5)
     np.testing.assert_array_equal(argmax_2d(scaled).numpy(), reference_vectors["argmax_xy"])
+
+
+def test_target_nll_per_pair_with_nan_for_missing():
+    from chh_lib.heatmaps import target_nll
+
+    logits = torch.randn(2, 3, 4, 5)
+    target_index = torch.tensor([[0, 7, MISSING_INDEX], [19, MISSING_INDEX, 3]])
+    nll = target_nll(logits, target_index)
+    log_p = log_softmax_2d(logits).flatten(2)
+    assert nll[0, 1].item() == pytest.approx(-log_p[0, 1, 7].item(), rel=1e-6)
+    assert nll[1, 0].item() == pytest.approx(-log_p[1, 0, 19].item(), rel=1e-6)
+    assert torch.isnan(nll[0, 2]) and torch.isnan(nll[1, 1])
+    present = target_index != MISSING_INDEX
+    assert nll[present].mean().item() == pytest.approx(one_hot_nll(logits, target_index).item(), rel=1e-6)
