@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--method", choices=("nll", "paper"), default="nll",
                            help="nll: L-BFGS on the NLL (default); paper: the authors' Adam + ECE selection")
     calibrate.add_argument("--global-temperature", action="store_true", help="one temperature for all landmarks")
-    calibrate.add_argument("--epochs", type=_positive_int, default=10, help="epochs of the paper method")
+    calibrate.add_argument("--epochs", type=_positive_int, default=15, help="epochs of the paper method (the authors: 15)")
     calibrate.add_argument("--data", type=Path, help="default: the data set the run was trained on")
     calibrate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     calibrate.set_defaults(handler=_run_calibrate)
@@ -118,7 +118,8 @@ def _run_phantom(args: argparse.Namespace) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from chh_lib.config import load_config, profile_config
     from chh_lib.data.formats import read_landmark_data
-    from chh_lib.engine import LAST_CHECKPOINT, choose_device, make_training_dataset, train
+    from chh_lib.devices import choose_device
+    from chh_lib.engine import LAST_CHECKPOINT, make_training_dataset, train
     from chh_lib.evaluation import default_cache_dir
 
     run_dir: Path = args.run_dir
@@ -149,7 +150,7 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from chh_lib.engine import choose_device
+    from chh_lib.devices import choose_device
     from chh_lib.evaluation import evaluate_run, format_results_table
 
     result = evaluate_run(
@@ -160,7 +161,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> None:
-    from chh_lib.engine import choose_device
+    from chh_lib.devices import choose_device
     from chh_lib.evaluation import calibrate_run
 
     result = calibrate_run(args.run_dir, args.split, args.method, not args.global_temperature, args.data,

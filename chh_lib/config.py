@@ -92,6 +92,11 @@ class TrainConfig:
         Epochs at which the learning rate is multiplied by ``lr_gamma`` (MultiStepLR).
     warmup_epochs : int
         Epochs of linear learning-rate warm-up from ``lr / 10`` (0: none).
+    bf16_on_cuda : bool
+        bf16 autocast for the training forward pass on CUDA (the loss stays float32;
+        evaluation and calibration always run in float32).
+    deterministic : bool
+        On CUDA, deterministic cuDNN/cuBLAS kernels for the seed (``chh_lib.devices.deterministic_cuda``).
     """
 
     epochs: int = 40
@@ -104,6 +109,7 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     bf16_on_cuda: bool = True
+    deterministic: bool = True
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import platform
 import subprocess
@@ -34,6 +35,13 @@ from chh_lib.config import RunConfig, config_to_dict, save_config
 from chh_lib.data.augment import LandmarkAugmenter
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import ImageRecord
+from chh_lib.devices import (  # choose_device: re-exported for the published notebooks until they are re-run
+    choose_device,  # noqa: F401
+    deterministic_cuda,
+    float32_logits,
+    host_float64,
+    training_autocast,
+)
 from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.heatmaps import (
@@ -52,23 +60,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
-
-
-def choose_device(name: str = "auto") -> torch.device:
-    """Resolve ``auto`` (CUDA, then MPS, then CPU) or check that the named device exists."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' requested but MPS is not available")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
-    return torch.device(name)
 
 
 def learning_rate_factor(epoch: int, milestones: list[int], gamma: float, warmup_epochs: int) -> float:
@@ -206,14 +197,32 @@ def train(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / LAST_CHECKPOINT
     _check_input_size(config)
+    with deterministic_cuda(device, config.train.deterministic):
+        history = _train_loop(config, dataset, run_dir, data_dir, device, resume, progress)
+    return TrainResult(run_dir, run_dir / LAST_CHECKPOINT, history, device)
 
+
+def _train_loop(
+    config: RunConfig,
+    dataset: LandmarkDataset,
+    run_dir: Path,
+    data_dir: Path,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """Build (or resume) the model and optimiser and train the remaining epochs; returns the history."""
+    checkpoint_path = run_dir / LAST_CHECKPOINT
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         model = build_model(config.model.name, dataset.num_landmarks, **config.model.options)
-    if config.model.imagenet_encoder and not resume:
-        _try_imagenet(model)
+    if not config.model.imagenet_encoder:
+        encoder_init = {"encoder_init": "scratch", "encoder_init_note": "not requested by the configuration"}
+    elif resume:
+        encoder_init = _recorded_encoder_init(run_dir)
+    else:
+        encoder_init = _try_imagenet(model)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -232,9 +241,8 @@ def train(
         logger.info("resuming %s after epoch %d", checkpoint_path, start_epoch)
     else:
         save_config(config, run_dir / "config.yaml")
-    write_json_atomic(run_manifest(config, device, data_dir), run_dir / "manifest.json")
+    write_json_atomic({**run_manifest(config, device, data_dir), **encoder_init}, run_dir / "manifest.json")
 
-    use_bf16 = device.type == "cuda" and config.train.bf16_on_cuda
     for epoch in range(start_epoch, config.train.epochs):
         dataset.set_epoch(epoch)
         loader = DataLoader(
@@ -245,7 +253,9 @@ def train(
             num_workers=config.train.num_workers,
             generator=torch.Generator().manual_seed(config.train.seed * 100_003 + epoch),
         )
-        stats = _train_one_epoch(model, loader, optimizer, device, use_bf16, epoch, config.train.epochs, progress)
+        stats = _train_one_epoch(
+            model, loader, optimizer, device, config.train.bf16_on_cuda, epoch, config.train.epochs, progress
+        )
         stats["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
         history.append(stats)
@@ -257,7 +267,7 @@ def train(
             "epoch %d/%d loss %.4f lr %.2e %.1f images/s",
             epoch + 1, config.train.epochs, stats["loss"], stats["lr"], stats["images_per_s"],
         )
-    return TrainResult(run_dir, checkpoint_path, history, device)
+    return history
 
 
 def _check_input_size(config: RunConfig) -> None:
@@ -269,12 +279,25 @@ def _check_input_size(config: RunConfig) -> None:
         )
 
 
-def _try_imagenet(model: nn.Module) -> None:
+def _try_imagenet(model: nn.Module) -> dict[str, str]:
+    """Load the ImageNet encoder weights when torchvision has them; say in the manifest which happened."""
     try:
         load_torchvision_resnet34_weights(model)
-        logger.info("encoder initialised from torchvision's ImageNet ResNet-34 weights")
     except ImportError as error:
         logger.warning("training the encoder from scratch: %s", error)
+        return {"encoder_init": "scratch", "encoder_init_note": f"ImageNet weights requested but unavailable: {error}"}
+    logger.info("encoder initialised from torchvision's ImageNet ResNet-34 weights")
+    return {"encoder_init": "imagenet", "encoder_init_note": "torchvision ResNet-34 ImageNet weights"}
+
+
+def _recorded_encoder_init(run_dir: Path) -> dict[str, str]:
+    """On resume, keep what the first run recorded about the encoder's initialisation."""
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    return {key: manifest.get(key, "unknown (not recorded before resume)")
+            for key in ("encoder_init", "encoder_init_note")}
 
 
 def _train_one_epoch(
@@ -282,7 +305,7 @@ def _train_one_epoch(
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
-    use_bf16: bool,
+    bf16_on_cuda: bool,
     epoch: int,
     num_epochs: int,
     progress: bool,
@@ -297,7 +320,7 @@ def _train_one_epoch(
         target_index = batch["target_index"].to(device, non_blocking=True)
         if not bool((target_index >= 0).any()):
             continue
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with training_autocast(device, bf16_on_cuda):
             logits = model(images)  # (N, K, H, W)
         loss = one_hot_nll(logits, target_index)
         if not torch.isfinite(loss):
@@ -410,12 +433,9 @@ def predict(
     model.eval().to(device)
     temperature = torch.ones(dataset.num_landmarks) if temperatures is None else torch.as_tensor(temperatures)
     temperature = temperature.float().to(device)
-    use_bf16 = device.type == "cuda"
     parts: dict[str, list[np.ndarray]] = {}
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(batch["image"].to(device))
-        logits = logits.float()  # (N, K, H, W)
+        logits = float32_logits(model, batch["image"].to(device))  # (N, K, H, W)
         ids = [dataset.image_ids[i] for i in batch["index"].tolist()]
         check_finite(logits, f"model output for images {', '.join(ids)}")
         target_index = batch["target_index"].to(device)
@@ -431,7 +451,7 @@ def predict(
         scores = uncertainty_scores(heatmaps, batch["pixel_size_mm"].to(device), cutoff=ere_cutoff)
         outputs.update({f"score_{name}": value for name, value in scores.items()})
         for name, value in outputs.items():
-            parts.setdefault(name, []).append(value.double().cpu().numpy())
+            parts.setdefault(name, []).append(host_float64(value))
     merged = {name: np.concatenate(values) for name, values in parts.items()}
     scores = {name[len("score_"):]: merged.pop(name) for name in list(merged) if name.startswith("score_")}
     return Predictions(scores=scores, **merged)

@@ -14,11 +14,13 @@
     ``mean_annotator_distance_mm``, ``split``, ``epoch``, ``temperatures``, and the
     calibration and uncertainty summary of :mod:`chh_lib.uncertainty` (NLL and ECE
     before/after, ERE-error correlation, AUROC per score with 95 % intervals,
-    the ERE threshold at TPR 0.5 and the good/erroneous sets). NaN is written as null.
+    the ERE threshold chosen at calibration time with the good/erroneous sets it
+    defines here, and the oracle threshold this split would pick). NaN is written as null.
 ``reliability_diagram.png``, ``ere_vs_error.png``, ``roc.png``, ``per_landmark.png``
 
-``calibrate_run`` fits temperatures on a held-out split and stores them with the
-checkpoint, which ``evaluate_run`` then applies.
+``calibrate_run`` fits temperatures on a held-out split, chooses the ERE threshold
+that flags half of that split's outliers (on the ``selection`` split when there is
+one), and stores both with the checkpoint, which ``evaluate_run`` then applies.
 """
 from __future__ import annotations
 
@@ -34,9 +36,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from chh_lib.config import RunConfig, load_config
-from chh_lib.data.dataset import LandmarkDataset
-from chh_lib.data.formats import LandmarkData, read_landmark_data
 from chh_lib import plots
 from chh_lib.calibration import (
     CalibrationResult,
@@ -45,6 +44,9 @@ from chh_lib.calibration import (
     fit_temperatures_nll,
     fit_temperatures_paper,
 )
+from chh_lib.config import RunConfig, load_config
+from chh_lib.data.dataset import LandmarkDataset
+from chh_lib.data.formats import LandmarkData, read_landmark_data
 from chh_lib.engine import (
     LAST_CHECKPOINT,
     load_checkpoint,
@@ -56,7 +58,7 @@ from chh_lib.engine import (
 from chh_lib.errors import ConfigError, DataFormatError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.metrics import mean_radial_error, radial_error_mm, success_detection_rate
-from chh_lib.uncertainty import summarise_uncertainty
+from chh_lib.uncertainty import choose_ere_threshold, summarise_uncertainty
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,11 @@ class LoadedRun:
         value = self.payload.get("temperatures")
         return None if value is None else np.asarray(value, dtype=np.float64)
 
+    @property
+    def ere_threshold(self) -> dict[str, Any] | None:
+        """The ERE threshold chosen by ``chh calibrate`` on held-out data, or None before it."""
+        return self.payload.get("ere_threshold")
+
 
 def load_run(run_dir: Path, data_dir: Path | None = None) -> LoadedRun:
     """Load everything evaluation and calibration need; the checkpoint must fit the data's landmark count."""
@@ -173,7 +180,7 @@ def evaluate_run(
     annotator_mm = _annotator_distance_mm(dataset)
     summary = summarise_uncertainty(
         errors_mm, dataset.pixel_size_mm, predictions.mode_prob_before, predictions.mode_prob,
-        predictions.nll_before, predictions.nll, predictions.scores, settings,
+        predictions.nll_before, predictions.nll, predictions.scores, settings, run.ere_threshold,
     )
     shown_temperatures = temperatures if temperatures is not None else np.ones(dataset.num_landmarks)
     per_landmark = _per_landmark_table(
@@ -227,8 +234,8 @@ def evaluate_run(
 def _write_figures(summary: Any, per_landmark: pd.DataFrame, metrics: dict[str, Any], output_dir: Path) -> None:
     tpr50 = summary.roc["ere"]
     operating = None
-    threshold = metrics["ere_threshold_tpr50_mm"]
-    if np.isfinite(threshold):
+    threshold = metrics["ere_threshold_mm"]
+    if threshold is not None and np.isfinite(threshold):
         index = int(np.argmin(np.abs(tpr50.thresholds - threshold)))
         operating = (float(tpr50.fpr[index]), float(tpr50.tpr[index]))
     figures = {
@@ -256,7 +263,7 @@ def calibrate_run(
     per_landmark: bool = True,
     data_dir: Path | None = None,
     device: torch.device | None = None,
-    epochs: int = 10,
+    epochs: int = 15,
 ) -> CalibrationResult:
     """Fit temperatures on ``split`` and store them with the run's checkpoint (atomically).
 
@@ -294,8 +301,11 @@ def calibrate_run(
     else:
         raise ConfigError(f"unknown calibration method {method!r}; choose nll or paper")
     result.split = split
+    threshold_split = "selection" if "selection" in run.data.splits and split == "calibration" else split
+    ere_threshold = _held_out_ere_threshold(run, threshold_split, result.temperatures, device)
     payload = dict(run.payload)
     payload["temperatures"] = torch.as_tensor(result.temperatures, dtype=torch.float64)
+    payload["ere_threshold"] = ere_threshold
     payload["calibration"] = {"method": result.method, "split": split, "image_ids": image_ids,
                               "nll_before": result.nll_before, "nll_after": result.nll_after}
     save_checkpoint(payload, run.checkpoint_path)
@@ -307,9 +317,25 @@ def calibrate_run(
         "nll_before": result.nll_before,
         "nll_after": result.nll_after,
         "temperatures": dict(zip(run.data.landmarks.names, result.temperatures.tolist())),
+        "ere_threshold": ere_threshold,
         "details": result.details,
     }, run.run_dir / "calibration.json")
     return result
+
+
+def _held_out_ere_threshold(
+    run: LoadedRun, split: str, temperatures: np.ndarray, device: torch.device
+) -> dict[str, Any]:
+    """Choose the ERE threshold on ``split`` with the fitted temperatures (see :mod:`chh_lib.uncertainty`)."""
+    settings = run.config.eval
+    dataset = run.dataset(split)
+    predictions = predict(run.model, dataset, device, settings.batch_size, temperatures, settings.ere_cutoff)
+    errors_mm = radial_error_mm(predictions.pred_px, dataset.target_px, dataset.pixel_size_mm)
+    chosen = choose_ere_threshold(predictions.ere_mm, errors_mm, settings.outlier_threshold_mm)
+    if not np.isfinite(chosen["ere_threshold_mm"]):
+        logger.warning("split %r has no prediction with an error above %g mm: no ERE threshold chosen; "
+                       "evaluation will report no good/erroneous sets", split, settings.outlier_threshold_mm)
+    return {**chosen, "split": split, "num_images": len(dataset)}
 
 
 def _baseline_errors_mm(
@@ -394,7 +420,18 @@ def format_results_table(metrics: dict[str, Any]) -> str:
         low, high = metrics["auroc_ci95"]["ere"]
         lines.append(f"  AUROC of ERE (> {metrics['outlier_threshold_mm']:g} mm)  {_number(metrics['auroc']['ere'])} "
                      f"[{_number(low)}, {_number(high)}]; outliers {100 * metrics['outlier_fraction']:.1f} %")
+        lines.append(_threshold_line(metrics))
     return "\n".join(lines)
+
+
+def _threshold_line(metrics: dict[str, Any]) -> str:
+    """The held-out ERE threshold with its rates on this split, and the oracle beside it."""
+    oracle = f"oracle on {metrics['split']}: {_number(metrics['ere_threshold_oracle_mm'])} mm"
+    threshold = metrics["ere_threshold_mm"]
+    if threshold is None or not np.isfinite(threshold):
+        return f"  ERE threshold            none chosen on held-out data (run chh calibrate); {oracle}"
+    return (f"  ERE threshold            {threshold:.2f} mm (from {metrics['ere_threshold_split']}): "
+            f"TPR {_number(metrics['ere_threshold_tpr'])}, FPR {_number(metrics['ere_threshold_fpr'])}; {oracle}")
 
 
 def _number(value: float | None) -> str:

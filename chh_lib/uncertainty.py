@@ -3,9 +3,16 @@
 Turns predictions (arg-max, mode probabilities, uncertainty scores) and radial
 errors into the numbers ``chh evaluate`` reports: NLL and ECE before and after
 temperature scaling, the ERE-error correlation, ROC/AUROC of every uncertainty
-score for detecting outliers (radial error > ``outlier_threshold_mm``), the ERE
-threshold reaching a true-positive rate of 0.5 with the good and erroneous sets
-it defines, and bootstrap 95 % intervals (resampling images).
+score for detecting outliers (radial error > ``outlier_threshold_mm``), the good
+and erroneous sets that an ERE threshold defines, and bootstrap 95 % intervals
+(resampling images).
+
+The ERE threshold is chosen on held-out data, as a deployed system must choose
+it: :func:`choose_ere_threshold` runs at ``chh calibrate`` time on the
+calibration (or selection) split and the threshold is stored in the run; the
+reported split only applies it. The threshold that the reported split itself
+would pick is given beside it as an oracle (``ere_threshold_oracle_mm``), never
+used for the sets.
 """
 from __future__ import annotations
 
@@ -33,6 +40,47 @@ from chh_lib.metrics import (
     success_detection_rate,
 )
 
+TARGET_TPR = 0.5
+
+
+def choose_ere_threshold(
+    ere_mm: np.ndarray, radial_error_mm: np.ndarray, outlier_threshold_mm: float, target_tpr: float = TARGET_TPR
+) -> dict[str, Any]:
+    """The largest ERE threshold (mm) that flags ``target_tpr`` of the outliers of a held-out split.
+
+    Parameters
+    ----------
+    ere_mm, radial_error_mm : ndarray, shape (N, K)
+        NaN errors (missing landmarks) are left out.
+    outlier_threshold_mm : float
+        Radial error above which a prediction is an outlier.
+
+    Returns
+    -------
+    dict
+        ``ere_threshold_mm`` (NaN when the split has no outlier), ``target_tpr``,
+        ``outlier_threshold_mm``, ``num_outliers`` and ``num_predictions``.
+    """
+    present = ~np.isnan(radial_error_mm)
+    is_outlier = outliers(radial_error_mm[present], outlier_threshold_mm)
+    return {
+        "ere_threshold_mm": score_threshold_at_tpr(ere_mm[present], is_outlier, target_tpr),
+        "target_tpr": target_tpr,
+        "outlier_threshold_mm": outlier_threshold_mm,
+        "num_outliers": int(is_outlier.sum()),
+        "num_predictions": int(is_outlier.size),
+    }
+
+
+def _rates_at(scores: np.ndarray, is_outlier: np.ndarray, threshold: float | None) -> tuple[float, float]:
+    """(TPR, FPR) of flagging ``score >= threshold``; NaN where undefined."""
+    if threshold is None or not np.isfinite(threshold):
+        return float("nan"), float("nan")
+    flagged = scores >= threshold
+    tpr = float(flagged[is_outlier].mean()) if is_outlier.any() else float("nan")
+    fpr = float(flagged[~is_outlier].mean()) if (~is_outlier).any() else float("nan")
+    return tpr, fpr
+
 
 @dataclass
 class UncertaintySummary:
@@ -55,6 +103,7 @@ def summarise_uncertainty(
     nll: np.ndarray,
     scores: dict[str, np.ndarray],
     settings: EvalConfig,
+    ere_threshold: dict[str, Any] | None = None,
 ) -> UncertaintySummary:
     """Summarise calibration and uncertainty over the present (image, landmark) pairs.
 
@@ -70,6 +119,10 @@ def summarise_uncertainty(
     scores : dict of str to ndarray (N, K)
         Uncertainty scores (higher = less certain), including ``ere`` in mm.
     settings : EvalConfig
+    ere_threshold : dict, optional
+        What :func:`choose_ere_threshold` returned on a held-out split (plus its
+        ``split``), stored in the run by ``chh calibrate``. Without it the good and
+        erroneous sets are None: a threshold tuned on the reported split would flatter them.
     """
     present = ~np.isnan(radial_error_mm)  # (N, K)
     pixel_size_nk = np.broadcast_to(pixel_size_mm[:, None, :], radial_error_mm.shape + (2,))
@@ -81,8 +134,14 @@ def summarise_uncertainty(
     is_outlier = outliers(errors, settings.outlier_threshold_mm)
     roc = {name: roc_curve_for(values[present], is_outlier) for name, values in scores.items()}
     ere = scores["ere"][present]
-    threshold = score_threshold_at_tpr(ere, is_outlier, 0.5)
-    sets = split_by_score(ere, errors, threshold, settings.sdr_thresholds_mm, settings.sdr_inclusive)
+    oracle = score_threshold_at_tpr(ere, is_outlier, TARGET_TPR)
+    deployed = None if ere_threshold is None else ere_threshold.get("ere_threshold_mm")
+    if deployed is not None and np.isfinite(deployed):
+        sets = split_by_score(ere, errors, deployed, settings.sdr_thresholds_mm, settings.sdr_inclusive)
+    else:
+        sets = {"good_set": None, "erroneous_set": None}
+    tpr, fpr = _rates_at(ere, is_outlier, deployed)
+    oracle_tpr, oracle_fpr = _rates_at(ere, is_outlier, oracle)
 
     intervals = _bootstrap_intervals(
         radial_error_mm, present, pixel_size_nk, mode_prob, scores, settings
@@ -101,7 +160,13 @@ def summarise_uncertainty(
         "outlier_threshold_mm": settings.outlier_threshold_mm,
         "outlier_fraction": float(is_outlier.mean()) if is_outlier.size else float("nan"),
         "auroc": {name: curve.auroc for name, curve in roc.items()},
-        "ere_threshold_tpr50_mm": threshold,
+        "ere_threshold_mm": deployed,
+        "ere_threshold_split": None if ere_threshold is None else ere_threshold.get("split"),
+        "ere_threshold_tpr": tpr,
+        "ere_threshold_fpr": fpr,
+        "ere_threshold_oracle_mm": oracle,
+        "ere_threshold_oracle_tpr": oracle_tpr,
+        "ere_threshold_oracle_fpr": oracle_fpr,
         **sets,
         **intervals,
     }

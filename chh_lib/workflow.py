@@ -286,12 +286,8 @@ def train_or_reuse(
         Show tqdm progress bars.
     """
     from chh_lib.data.formats import read_landmark_data
-    from chh_lib.engine import (
-        LAST_CHECKPOINT,
-        choose_device,
-        make_training_dataset,
-        train,
-    )
+    from chh_lib.devices import choose_device
+    from chh_lib.engine import LAST_CHECKPOINT, make_training_dataset, train
     from chh_lib.evaluation import default_cache_dir
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
@@ -364,7 +360,8 @@ def ensure_calibrated(run_dir: Path, data_dir: Path | None = None, device: str =
     ndarray, shape (K,)
         The temperatures stored with the run's checkpoint.
     """
-    from chh_lib.engine import LAST_CHECKPOINT, choose_device, load_checkpoint
+    from chh_lib.devices import choose_device
+    from chh_lib.engine import LAST_CHECKPOINT, load_checkpoint
     from chh_lib.evaluation import calibrate_run
 
     payload = load_checkpoint(Path(run_dir) / LAST_CHECKPOINT)

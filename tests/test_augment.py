@@ -114,3 +114,61 @@ def test_augmented_dataset_depends_on_seed_epoch_and_index_not_on_workers(tmp_pa
     assert torch.equal(serial["image"], parallel["image"])
     assert torch.equal(serial["target_index"], parallel["target_index"])
     assert torch.equal(serial["image"][1], first["image"])
+
+
+def _imgaug_field_rms_px(shape: tuple[int, int], alpha: float, sigma: float, seeds: range) -> float:
+    """RMS displacement of imgaug 0.4.0's own elastic shift maps (its private generator, as its augmenter uses it)."""
+    import imgaug.augmenters as iaa
+    from imgaug import random as iarandom
+
+    squares = []
+    for seed in seeds:
+        dx, dy = iaa.ElasticTransformation._generate_shift_maps(shape, alpha, sigma, iarandom.RNG(seed))
+        squares.append(np.mean(dx**2 + dy**2))
+    return float(np.sqrt(np.mean(squares)))
+
+
+def _kit_field_rms_px(shape: tuple[int, int], alpha: float, sigma: float, seeds: range) -> float:
+    squares = []
+    for seed in seeds:
+        field = ElasticField.random(np.random.default_rng(seed), shape, alpha, sigma)
+        squares.append(np.mean(field.dx_px.astype(np.float64) ** 2 + field.dy_px.astype(np.float64) ** 2))
+    return float(np.sqrt(np.mean(squares)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "alpha", "sigma"),
+    [((800, 640), 500.0, 30.0), ((200, 160), 31.25, 7.5), ((80, 64), 5.0, 3.0), ((200, 160), 10.0, 2.0)],
+)
+def test_elastic_field_strength_matches_imgaug(shape, alpha, sigma):
+    """The paper's settings at 640 x 800, scaled to the cpu (160 x 200) and smoke (64 x 80) inputs, and a small sigma."""
+    seeds = range(12) if shape[0] >= 800 else range(60)
+    kit = _kit_field_rms_px(shape, alpha, sigma, seeds)
+    reference = _imgaug_field_rms_px(shape, alpha, sigma, seeds)
+    assert kit == pytest.approx(reference, rel=0.05)
+
+
+def test_kernel_size_is_imgaugs():
+    from imgaug.augmenters.blur import _compute_gaussian_blur_ksize
+
+    from chh_lib.data.augment import gaussian_kernel_size
+
+    for sigma in (0.5, 1.0, 2.9, 3.0, 4.99, 5.0, 7.5, 30.0, 31.0):
+        expected = _compute_gaussian_blur_ksize(sigma)
+        assert gaussian_kernel_size(sigma) == (expected + 1 if expected % 2 == 0 else expected)
+
+
+def test_elastic_keypoints_follow_the_imgaug_strength_field_exactly():
+    """The inverse-field keypoint move still lands where the warped image puts the point (sub-pixel)."""
+    field = ElasticField.random(np.random.default_rng(3), (800, 640), 500.0, 30.0)
+    points = np.array([[320.0, 400.0], [100.0, 650.0], [555.0, 123.0]])
+    moved = field.move_points(points)
+    sampled_back = moved + np.stack(
+        [field.dx_px[np.round(moved[:, 1]).astype(int), np.round(moved[:, 0]).astype(int)],
+         field.dy_px[np.round(moved[:, 1]).astype(int), np.round(moved[:, 0]).astype(int)]], axis=-1)
+    assert np.abs(sampled_back - points).max() < 0.5
+    from chh_lib.data.augment import _bilinear
+
+    exact = moved + np.stack([_bilinear(field.dx_px, moved), _bilinear(field.dy_px, moved)], axis=-1)
+    assert np.abs(exact - points).max() < 1e-3
+    assert np.hypot(*(moved - points).T).mean() > 1.0

@@ -94,3 +94,49 @@ def test_degenerate_fits_are_clipped_to_the_temperature_range():
     target = torch.full((6, 1), 15)
     result = fit_temperatures_nll(HeldOutLogits(logits, target, np.zeros((6, 1, 2)), np.ones((6, 2))))
     assert result.temperatures[0] == pytest.approx(TEMPERATURE_RANGE[1])
+
+
+def _paper_fixture(tmp_path):
+    from helpers import make_tiny_isbi
+
+    from chh_lib.calibration import collect_logits
+    from chh_lib.data.dataset import LandmarkDataset
+    from chh_lib.data.formats import read_landmark_data
+    from chh_lib.model import build_model
+
+    make_tiny_isbi(tmp_path / "data", images_per_split=3, size=(48, 60))
+    data = read_landmark_data(tmp_path / "data")
+    torch.manual_seed(0)
+    model = build_model("unet_small", 19, width_multiplier=0.5)
+    fitting = LandmarkDataset(data.split("test")[:2], (64, 80), tmp_path / "cache")
+    selection = collect_logits(model, LandmarkDataset(data.split("test2"), (64, 80), tmp_path / "cache"),
+                               torch.device("cpu"))
+    return model, fitting, selection
+
+
+def test_paper_method_steps_the_temperature_itself_and_never_returns_it_untouched(tmp_path):
+    from chh_lib.calibration import fit_temperatures_paper
+
+    model, fitting, selection = _paper_fixture(tmp_path)
+    one_step = fit_temperatures_paper(model, fitting, selection, torch.device("cpu"), epochs=1)
+    # one batch, one Adam step of lr 0.01 on T: every T moves by 0.01 exactly
+    # (stepping log T would give exp(+-0.01) - 1 = +0.01005 / -0.00995)
+    np.testing.assert_allclose(np.abs(one_step.temperatures - 1.0), 0.01, atol=1e-5)
+    assert one_step.details["best_epoch"] == 1
+    result = fit_temperatures_paper(model, fitting, selection, torch.device("cpu"), epochs=3)
+    assert result.details["best_epoch"] in (1, 2, 3)
+    assert not np.allclose(result.temperatures, 1.0)
+    assert [row["epoch"] for row in result.details["history"]] == [0, 1, 2, 3]
+    best = min(result.details["history"][1:], key=lambda row: row["selection_ece_percent"])
+    assert result.details["selection_ece_percent"] == best["selection_ece_percent"]
+
+
+def test_paper_method_defaults_to_the_authors_15_epochs_and_refuses_zero(tmp_path):
+    import inspect
+
+    from chh_lib.calibration import fit_temperatures_paper
+
+    assert inspect.signature(fit_temperatures_paper).parameters["epochs"].default == 15
+    model, fitting, selection = _paper_fixture(tmp_path)
+    with pytest.raises(ConfigError, match="at least one epoch"):
+        fit_temperatures_paper(model, fitting, selection, torch.device("cpu"), epochs=0)

@@ -125,7 +125,7 @@ def test_train_and_evaluate_on_custom_formats(tmp_path, maker, capsys):
 STEP3_KEYS = {
     "nll_before", "nll_after", "ece_percent_before", "ece_percent_after", "adaptive_ece_percent_after",
     "mce_percent_after", "ere_error_binned_pearson", "ere_error_spearman", "outlier_threshold_mm",
-    "outlier_fraction", "auroc", "auroc_ci95", "ere_threshold_tpr50_mm", "good_set", "erroneous_set",
+    "outlier_fraction", "auroc", "auroc_ci95", "ere_threshold_mm", "ere_threshold_oracle_mm", "good_set", "erroneous_set",
     "temperatures",
 }
 
@@ -152,6 +152,15 @@ def test_calibrate_then_evaluate(smoke_run, tmp_path, method, capsys):
     assert after["ece_percent_before"] == pytest.approx(before["ece_percent_after"])
     if method == "nll":
         assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    # the ERE threshold is chosen on the held-out split at calibration time and only applied to test
+    chosen = calibration["ere_threshold"]
+    assert chosen["split"] == "calibration" and chosen["num_outliers"] > 0
+    assert before["ere_threshold_mm"] is None and before["good_set"] is None
+    assert after["ere_threshold_split"] == "calibration"
+    assert after["ere_threshold_mm"] == pytest.approx(chosen["ere_threshold_mm"])
+    num_pairs = after["num_images"] * after["num_landmarks"] - after["num_missing"]
+    assert after["good_set"]["count"] + after["erroneous_set"]["count"] == num_pairs
+    assert np.isfinite(after["ere_threshold_oracle_mm"])
     for name in ("reliability_diagram.png", "ere_vs_error.png", "roc.png", "per_landmark.png"):
         assert (run_copy / "eval_test" / name).stat().st_size > 10_000
     per_landmark = (run_copy / "eval_test" / "per_landmark.csv").read_text().splitlines()[0]

@@ -1,6 +1,8 @@
 """Training loop, checkpoints, resume and prediction on a tiny data set."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,6 @@ from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import read_landmark_data
 from chh_lib.engine import (
     LAST_CHECKPOINT,
-    choose_device,
     learning_rate_factor,
     load_checkpoint,
     model_from_checkpoint,
@@ -19,7 +20,7 @@ from chh_lib.engine import (
     save_checkpoint,
     train,
 )
-from chh_lib.errors import CheckpointError, ConfigError
+from chh_lib.errors import CheckpointError
 
 
 @pytest.fixture()
@@ -46,13 +47,6 @@ def test_learning_rate_factor_matches_multistep_lr():
     assert learning_rate_factor(2, [], 0.1, 2) == pytest.approx(1.0)
 
 
-def test_choose_device():
-    assert choose_device("cpu").type == "cpu"
-    assert choose_device("auto").type in ("cpu", "cuda", "mps")
-    with pytest.raises(ConfigError):
-        choose_device("tpu")
-
-
 def test_train_writes_run_directory_and_resume_continues(tiny):
     tmp_path, config, dataset = tiny
     run_dir = tmp_path / "run"
@@ -62,6 +56,7 @@ def test_train_writes_run_directory_and_resume_continues(tiny):
     assert load_config(run_dir / "config.yaml") == config
     manifest = (run_dir / "manifest.json").read_text()
     assert '"seed": 0' in manifest and '"torch"' in manifest and '"device": "cpu"' in manifest
+    assert json.loads(manifest)["encoder_init"] == "scratch"
     assert (run_dir / "train_log.csv").read_text().count("\n") == 3
     payload = load_checkpoint(run_dir / LAST_CHECKPOINT)
     assert payload["epoch"] == 2 and payload["num_landmarks"] == 19
@@ -116,3 +111,24 @@ def test_predict_decodes_every_image(tiny):
     assert ((predictions.mode_prob > 0) & (predictions.mode_prob <= 1)).all()
     assert (predictions.pred_px[..., 0] < 32).all() and (predictions.pred_px[..., 1] < 40).all()
     assert np.array_equal(predictions.pred_px, np.round(predictions.pred_px))
+
+
+def test_manifest_says_when_imagenet_weights_were_missing(tiny, monkeypatch):
+    """The paper profile asks for ImageNet weights; without torchvision the manifest records a scratch encoder."""
+    import chh_lib.engine as engine
+
+    def no_torchvision(model):
+        raise ImportError("torchvision is not installed")
+
+    monkeypatch.setattr(engine, "load_torchvision_resnet34_weights", no_torchvision)
+    tmp_path, config, dataset = tiny
+    config.train.epochs = 1
+    config.model.imagenet_encoder = True
+    train(config, dataset, tmp_path / "run", tmp_path / "data", torch.device("cpu"), progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["encoder_init"] == "scratch"
+    assert "torchvision is not installed" in manifest["encoder_init_note"]
+    config.train.epochs = 2
+    train(config, dataset, tmp_path / "run", tmp_path / "data", torch.device("cpu"), resume=True, progress=False)
+    resumed = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert resumed["encoder_init"] == "scratch" and resumed["encoder_init_note"] == manifest["encoder_init_note"]
