@@ -35,13 +35,7 @@ from chh_lib.config import RunConfig, config_to_dict, save_config
 from chh_lib.data.augment import LandmarkAugmenter
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import ImageRecord
-from chh_lib.devices import (  # choose_device: re-exported for the published notebooks until they are re-run
-    choose_device,  # noqa: F401
-    deterministic_cuda,
-    float32_logits,
-    host_float64,
-    training_autocast,
-)
+from chh_lib.devices import deterministic_cuda, float32_logits, host_float64, training_autocast
 from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.heatmaps import (

@@ -62,6 +62,9 @@ from chh_lib.uncertainty import choose_ere_threshold, summarise_uncertainty
 
 logger = logging.getLogger(__name__)
 
+#: Below this many outliers on the held-out split, the chosen ERE threshold is flagged as unstable.
+FEW_OUTLIERS = 20
+
 
 @dataclass
 class EvaluationResult:
@@ -332,6 +335,9 @@ def _held_out_ere_threshold(
     predictions = predict(run.model, dataset, device, settings.batch_size, temperatures, settings.ere_cutoff)
     errors_mm = radial_error_mm(predictions.pred_px, dataset.target_px, dataset.pixel_size_mm)
     chosen = choose_ere_threshold(predictions.ere_mm, errors_mm, settings.outlier_threshold_mm)
+    if np.isfinite(chosen["ere_threshold_mm"]) and chosen["num_outliers"] < FEW_OUTLIERS:
+        logger.warning("the ERE threshold was chosen from only %d outliers of split %r: its rates on new data "
+                       "may differ widely", chosen["num_outliers"], split)
     if not np.isfinite(chosen["ere_threshold_mm"]):
         logger.warning("split %r has no prediction with an error above %g mm: no ERE threshold chosen; "
                        "evaluation will report no good/erroneous sets", split, settings.outlier_threshold_mm)
@@ -430,7 +436,8 @@ def _threshold_line(metrics: dict[str, Any]) -> str:
     threshold = metrics["ere_threshold_mm"]
     if threshold is None or not np.isfinite(threshold):
         return f"  ERE threshold            none chosen on held-out data (run chh calibrate); {oracle}"
-    return (f"  ERE threshold            {threshold:.2f} mm (from {metrics['ere_threshold_split']}): "
+    return (f"  ERE threshold            {threshold:.2f} mm (from {metrics['ere_threshold_split']}, "
+            f"{metrics['ere_threshold_num_outliers']} outliers): "
             f"TPR {_number(metrics['ere_threshold_tpr'])}, FPR {_number(metrics['ere_threshold_fpr'])}; {oracle}")
 
 

@@ -3,7 +3,9 @@
 Every notebook receives the same parameters (``profile``, ``run_dir``,
 ``data_dir``, ``seed``, ``device``), so the series shares one run directory: the
 model notebook 02 trains in ``RUN_DIR/model`` is reused by the later ones.
-Executed copies land in ``RUN_DIR/notebooks/`` with a ``summary.csv``.
+Executed copies land in ``RUN_DIR/notebooks/`` with a ``summary.csv``. Extra
+parameters (``parameters={"solutions": True}`` runs the exercises' hidden
+solutions, see ``chh_lib.exercises``) go to every notebook as well.
 
 :func:`publish_notebook` turns an executed copy into the committed form: the
 injected parameters cell and papermill's machine-specific metadata are removed
@@ -17,7 +19,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ SUMMARY_NAME = "summary.csv"
 NOTEBOOK_PATTERN = "0*.ipynb"
 #: Keys of a notebook's metrics.json that are not numbers worth a summary column.
 _SKIPPED_KEYS = {"profile", "device", "data_dir", "run_dir", "seed"}
+#: Parameters that :func:`run_notebooks` always passes, from its own arguments.
+_BASE_PARAMETERS = ("profile", "run_dir", "data_dir", "seed", "device")
 
 
 def series_notebooks(notebooks_dir: Path | None = None, only: Sequence[str] | None = None) -> list[Path]:
@@ -110,6 +114,7 @@ def run_notebooks(
     seed: int = 0,
     device: str = "auto",
     timeout_s: int | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Execute the notebook series with papermill and summarise it.
 
@@ -134,6 +139,10 @@ def run_notebooks(
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     timeout_s : int, optional
         Per-cell time limit (papermill's ``execution_timeout``); default none.
+    parameters : mapping, optional
+        Extra papermill parameters for every notebook, e.g. ``{"solutions": True}``
+        to run the exercises' hidden solutions; they may not replace the ones
+        above (``profile``, ``run_dir``, ``data_dir``, ``seed``, ``device``).
 
     Returns
     -------
@@ -151,6 +160,10 @@ def run_notebooks(
 
     if profile not in ("smoke", "cpu", "paper"):
         raise ConfigError(f"unknown profile {profile!r}; choose smoke, cpu or paper")
+    extra = dict(parameters or {})
+    clashing = sorted(set(extra) & set(_BASE_PARAMETERS))
+    if clashing:
+        raise ConfigError(f"parameters {clashing} have their own arguments in run_notebooks; pass them there")
     run_dir = Path(run_dir).resolve()
     notebooks = series_notebooks(notebooks_dir, only)
     root = repo_root()
@@ -158,8 +171,8 @@ def run_notebooks(
     data = (data if data.is_absolute() else root / data).resolve()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {"profile": profile, "run_dir": str(run_dir), "data_dir": str(data), "seed": int(seed),
-                  "device": device}
+    injected = {"profile": profile, "run_dir": str(run_dir), "data_dir": str(data), "seed": int(seed),
+                "device": device, **extra}
     rows: list[dict[str, Any]] = []
     for notebook in notebooks:
         start = time.perf_counter()
@@ -167,7 +180,7 @@ def run_notebooks(
         failure: Exception | None = None
         try:
             papermill.execute_notebook(
-                str(notebook), str(output), parameters=parameters, kernel_name=kernel, progress_bar=False,
+                str(notebook), str(output), parameters=injected, kernel_name=kernel, progress_bar=False,
                 log_output=False, cwd=str(notebook.parent), execution_timeout=timeout_s,
             )
         except PapermillExecutionError as error:

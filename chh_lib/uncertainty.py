@@ -162,6 +162,7 @@ def summarise_uncertainty(
         "auroc": {name: curve.auroc for name, curve in roc.items()},
         "ere_threshold_mm": deployed,
         "ere_threshold_split": None if ere_threshold is None else ere_threshold.get("split"),
+        "ere_threshold_num_outliers": None if ere_threshold is None else ere_threshold.get("num_outliers"),
         "ere_threshold_tpr": tpr,
         "ere_threshold_fpr": fpr,
         "ere_threshold_oracle_mm": oracle,

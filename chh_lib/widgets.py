@@ -266,6 +266,17 @@ def figure_png(figure: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+def show_figure(output: widgets.Output, figure: Figure, text: str, dpi: int = 80) -> None:
+    """Put ``figure`` (as a PNG, with ``text`` as its plain-text form) into an ``Output`` widget.
+
+    Setting the widget's outputs directly, rather than capturing ``display`` inside
+    ``with output:``, keeps headless execution (papermill, nbval) free of the
+    output-capture messages that can leave the executing client waiting forever.
+    """
+    png = base64.b64encode(figure_png(figure, dpi)).decode("ascii")
+    output.outputs = ({"output_type": "display_data", "metadata": {}, "data": {"image/png": png, "text/plain": text}},)
+
+
 class HeatmapInspector:
     """ipywidgets view of a :class:`HeatmapReader`: pick an image, a landmark and a temperature.
 
@@ -382,9 +393,7 @@ class HeatmapInspector:
         self.reading = reader.read(self.image.value, self.landmark.value, float(self.temperature.value))
         draw_reading(self.reading, reader.image(self.image.value), self.figure, self.scale.value == "log")
         self.numbers.value = self._numbers_html()
-        png = base64.b64encode(figure_png(self.figure, self.dpi)).decode("ascii")
-        self.output.outputs = ({"output_type": "display_data", "metadata": {},
-                                "data": {"image/png": png, "text/plain": self.text}},)
+        show_figure(self.output, self.figure, self.text, self.dpi)
         return self.reading
 
     @property
@@ -410,6 +419,4 @@ class HeatmapInspector:
 
     def show_small_multiples(self) -> None:
         """Replace the figure in the ``Output`` widget by the small multiples of the selected image."""
-        png = base64.b64encode(figure_png(self.small_multiples(), self.dpi)).decode("ascii")
-        self.output.outputs = ({"output_type": "display_data", "metadata": {},
-                                "data": {"image/png": png, "text/plain": "small multiples"}},)
+        show_figure(self.output, self.small_multiples(), "small multiples", self.dpi)

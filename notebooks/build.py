@@ -24,6 +24,19 @@ Source format (as jupytext's "percent" format)::
 Text before the first ``# %%`` marker (a module docstring) is ignored. A code
 cell's tags come from ``tags=[...]`` on its marker; a code cell whose first line
 is ``# NBVAL_CHECK_OUTPUT`` is compared by ``pytest --nbval-lax``.
+
+Exercises (see ``chh_lib.exercises``) are three code cells, each after a
+markdown cell: one tagged ``exercise`` (the student's placeholder), one tagged
+``solution`` whose body is ``if solutions:`` and the indented solution, and a
+check cell. A cell tagged ``solution`` is built with its source collapsed
+(``metadata["jupyter"] = {"source_hidden": True}``)::
+
+    # %% tags=["exercise"]
+    answer_04_1 = ...  # your code here
+
+    # %% tags=["solution"]
+    if solutions:
+        answer_04_1 = 42
 """
 from __future__ import annotations
 
@@ -39,6 +52,8 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent
 SOURCE_DIR = NOTEBOOKS_DIR / "src"
 _MARKER = re.compile(r"^# %%(?P<rest>.*)$")
 _TAGS = re.compile(r"tags\s*=\s*(\[[^\]]*\])")
+#: Tag of an exercise's solution cell; such a cell is built with its source hidden.
+SOLUTION_TAG = "solution"
 
 
 def parse_percent(text: str) -> list[nbformat.NotebookNode]:
@@ -59,6 +74,8 @@ def parse_percent(text: str) -> list[nbformat.NotebookNode]:
             cell = nbformat.v4.new_code_cell(body)
         if tags:
             cell.metadata["tags"] = list(tags)
+        if SOLUTION_TAG in tags:
+            cell.metadata["jupyter"] = {"source_hidden": True}
         cells.append(cell)
 
     for line in text.splitlines():

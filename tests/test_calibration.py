@@ -140,3 +140,15 @@ def test_paper_method_defaults_to_the_authors_15_epochs_and_refuses_zero(tmp_pat
     model, fitting, selection = _paper_fixture(tmp_path)
     with pytest.raises(ConfigError, match="at least one epoch"):
         fit_temperatures_paper(model, fitting, selection, torch.device("cpu"), epochs=0)
+
+
+def test_cross_validation_prefers_a_global_temperature_when_all_landmarks_share_one():
+    from chh_lib.calibration import cross_validated_nll
+
+    shared = cross_validated_nll(_sampled(torch.full((6,), 1.8), num_images=40, size=8, seed=3), num_folds=4)
+    assert shared["global"] < shared["per_landmark"]  # six free parameters over-fit 30 images
+    distinct = cross_validated_nll(_sampled(torch.tensor([0.4, 0.6, 1.0, 2.0, 3.0, 5.0]), num_images=40, size=8),
+                                   num_folds=4)
+    assert distinct["per_landmark"] < distinct["global"]
+    with pytest.raises(ConfigError, match="needs at least 5 images"):
+        cross_validated_nll(_sampled(torch.ones(2), num_images=3, size=4), num_folds=5)

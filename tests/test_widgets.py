@@ -124,3 +124,22 @@ def test_a_run_directory_is_accepted(reader):
                                  landmark_index=2, log_scale=False)
     assert inspector.reading.image_index == 1 and inspector.reading.landmark_index == 2
     assert inspector.scale.value == "linear"
+
+
+def test_show_figure_sets_the_outputs_without_capturing_display():
+    import base64
+
+    import ipywidgets
+    from matplotlib.figure import Figure
+
+    from chh_lib.widgets import show_figure
+
+    output = ipywidgets.Output()
+    figure = Figure(figsize=(2, 1))
+    figure.add_subplot().plot([0, 1], [1, 0])
+    show_figure(output, figure, "a line")
+    (shown,) = output.outputs
+    assert shown["output_type"] == "display_data" and shown["data"]["text/plain"] == "a line"
+    assert base64.b64decode(shown["data"]["image/png"]).startswith(b"\x89PNG")
+    show_figure(output, figure, "again")
+    assert len(output.outputs) == 1 and output.outputs[0]["data"]["text/plain"] == "again"

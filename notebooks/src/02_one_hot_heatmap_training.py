@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from chh_lib.config import profile_config
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import read_landmark_data
-from chh_lib.engine import choose_device
+from chh_lib.devices import choose_device
 from chh_lib.evaluation import default_cache_dir, evaluate_run, load_run
 from chh_lib.heatmaps import argmax_2d, one_hot_nll, softmax_2d
 from chh_lib.plots import heatmap_overlay

@@ -35,8 +35,15 @@ import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from chh_lib.calibration import collect_logits, fit_temperatures_nll, pooled_nll
-from chh_lib.engine import choose_device, predict
+from chh_lib.calibration import (
+    collect_logits,
+    cross_validated_nll,
+    fit_temperatures_nll,
+    pooled_nll,
+    subset_logits,
+)
+from chh_lib.devices import choose_device
+from chh_lib.engine import predict
 from chh_lib.evaluation import load_run
 from chh_lib.heatmaps import argmax_2d, mode_probability, scale_logits, softmax_2d
 from chh_lib.metrics import (
@@ -47,6 +54,7 @@ from chh_lib.metrics import (
     reliability_bins,
 )
 from chh_lib.plots import reliability_diagram
+from chh_lib.widgets import show_figure
 from chh_lib.workflow import (
     ensure_calibrated,
     ensure_phantom,
@@ -149,12 +157,12 @@ figure.colorbar(shown, ax=axes, label="log10 probability", shrink=0.85)
 save_figure(figure, paths.output_dir / "toy_temperatures.png")
 
 # %% [markdown]
-# In a live Jupyter session the slider below redraws the 1D toy at any temperature (in an executed copy
-# of the notebook, such as this one, it shows no picture; the static figure above is the same thing).
+# In a live Jupyter session the slider below redraws the 1D toy at any temperature (a copy of the notebook
+# viewed without a kernel cannot show the widget; the static figure above is the same thing).
 
 # %%
-def draw_toy(temperature=1.0):
-    """The 1D toy distribution at one temperature (used by the slider)."""
+def toy_figure(temperature):
+    """The 1D toy distribution at one temperature, as a figure (drawn by the slider below)."""
     p = softmax_2d(scale_logits(torch.tensor(toy_logits_1d).view(1, 1, 1, -1), temperature))[0, 0, 0].numpy()
     slider_figure = Figure(figsize=(5, 2.6), layout="constrained")
     slider_axes = slider_figure.add_subplot()
@@ -163,12 +171,19 @@ def draw_toy(temperature=1.0):
     slider_axes.set_xlabel("pixel")
     slider_axes.set_ylabel("probability")
     slider_axes.set_title(f"T = {temperature:.2f}: mode probability {p.max():.3f}, arg-max {int(np.argmax(p))}")
-    display(slider_figure)
+    return slider_figure
+
+
+def redraw_toy(change):
+    """Slider callback: show the toy at the slider's temperature."""
+    show_figure(toy_output, toy_figure(change["new"]), f"toy at T = {change['new']:.2f}")
 
 
 slider = ipywidgets.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.05, description="T")
-temperature_widget = ipywidgets.interactive(draw_toy, temperature=slider)
-temperature_widget  # noqa: B018  (shows the widget in Jupyter)
+toy_output = ipywidgets.Output()
+slider.observe(redraw_toy, names="value")
+show_figure(toy_output, toy_figure(slider.value), f"toy at T = {slider.value:.2f}")
+display(ipywidgets.VBox([slider, toy_output]))
 
 # %% [markdown]
 # ## What "calibrated" means for a heatmap
@@ -411,6 +426,74 @@ display(pd.DataFrame({
           "adaptive ECE, test (%)"]).round(3))
 
 # %% [markdown]
+# ## One temperature per landmark, or one for all?
+#
+# The paper fits one $T_k$ per landmark: 19 parameters from the calibration split. A single global
+# temperature $T$ has one parameter, so it cannot follow landmarks that differ, but it cannot
+# over-fit a small calibration split either. Which generalises better is a question for the data, and
+# it must be answered without the test split: **5-fold cross-validation over the calibration images**
+# (`chh_lib.calibration.cross_validated_nll`) fits both on four fifths of the images and measures the
+# NLL of the unseen fifth. The test split then only confirms.
+#
+# The variability of each $T_k$ comes from a bootstrap over calibration images (refit on each resample;
+# `num_temperature_resamples` of them).
+
+# %%
+num_temperature_resamples = 5 if profile == "smoke" else 20
+num_folds = min(5, len(calibration_set))
+scope_cv = cross_validated_nll(held_out, num_folds=num_folds, seed=seed)
+global_fit = fit_temperatures_nll(held_out, per_landmark=False)
+global_temperature = float(global_fit.temperatures[0])
+global_predictions = predict(model, test_set, torch_device, run.config.eval.batch_size, global_fit.temperatures)
+bins_global = reliability_bins(global_predictions.mode_prob[present], correct)
+nll_test_global = float(np.nanmean(global_predictions.nll))
+rng = np.random.default_rng(seed)
+resampled = np.array([
+    fit_temperatures_nll(subset_logits(held_out, rng.integers(0, len(calibration_set), len(calibration_set))))
+    .temperatures for _ in range(num_temperature_resamples)
+])  # (resamples, K)
+temperature_ci = np.percentile(resampled, [2.5, 97.5], axis=0)  # (2, K)
+better_scope = min(("per_landmark", "global"), key=lambda scope: scope_cv[scope])
+display(pd.DataFrame({
+    f"{num_folds}-fold CV NLL, calibration split (nats)": [scope_cv["per_landmark"], scope_cv["global"]],
+    "NLL, test split (nats)": [nll_test_after, nll_test_global],
+    "ECE, test, CHH bins (%)": [bins_after.ece_percent, bins_global.ece_percent],
+}, index=["per-landmark T_k", f"global T = {global_temperature:.3f}"]).round(3))
+print(f"cross-validation on the calibration split favours the {better_scope.replace('_', '-')} temperature "
+      f"by {abs(scope_cv['per_landmark'] - scope_cv['global']):.4f} nats per prediction")
+
+# %% [markdown]
+# Left: each $T_k$ with its bootstrap 95 % interval, and the global $T$. Where the intervals of most
+# landmarks overlap the global value, 30 images cannot tell the landmarks apart. Right: the test NLL of
+# a single temperature as it varies, with the global fit and the per-landmark fit marked.
+
+# %%
+test_logits = collect_logits(model, test_set, torch_device, run.config.eval.batch_size)
+temperature_grid = np.geomspace(0.5, 4.0, 29)
+grid_nll = [float(pooled_nll(test_logits.logits, test_logits.target_index, torch.tensor([t])))
+            for t in temperature_grid]
+figure = Figure(figsize=(11, 3.6), layout="constrained")
+left, right = figure.subplots(1, 2, width_ratios=[1.6, 1])
+left.errorbar(np.arange(K), temperatures, yerr=np.abs(temperature_ci - temperatures), fmt="o", capsize=3,
+              label="per-landmark $T_k$ (bootstrap 95 %)")
+left.axhline(global_temperature, color="tab:orange", linestyle="--", label=f"global T = {global_temperature:.2f}")
+left.set_xticks(np.arange(K), landmarks.abbreviations, fontsize=8)
+left.set_xlabel("landmark")
+left.set_ylabel("temperature")
+left.legend(fontsize=8, loc="upper left")
+right.plot(temperature_grid, grid_nll, color="0.3", label="one temperature for all")
+right.axvline(global_temperature, color="tab:orange", linestyle="--", label="global fit (calibration split)")
+right.axhline(nll_test_after, color="tab:blue", linestyle=":", label="per-landmark fit")
+right.set_xscale("log")
+right.set_xticks([0.5, 1, 2, 4], labels=["0.5", "1", "2", "4"])
+right.tick_params(axis="x", which="minor", labelbottom=False)
+right.set_xlabel("temperature T")
+right.set_ylabel("test NLL (nats)")
+right.legend(fontsize=8)
+save_figure(figure, paths.output_dir / "temperature_scope.png")
+del test_logits
+
+# %% [markdown]
 # ## Summary
 #
 # The key numbers go to `RUN_DIR/03_temperature_calibration/metrics.json` (with the figures above).
@@ -436,6 +519,12 @@ summary = {
     "temperature_median": float(np.median(temperatures)),
     "temperature_max": float(np.max(temperatures)),
     "temperatures": dict(zip(landmarks.abbreviations, temperatures)),
+    "global_temperature": global_temperature,
+    "ece_percent_after_global": bins_global.ece_percent,
+    "nll_after_global": nll_test_global,
+    "cv_nll_per_landmark": scope_cv["per_landmark"],
+    "cv_nll_global": scope_cv["global"],
+    "cv_better_scope": better_scope,
     "readable_ece_matches_library": readable_matches,
     "argmax_unchanged": argmax_unchanged,
 }

@@ -17,6 +17,8 @@
 #    rank correlation over all pairs).
 # 4. See why the ERE is large for contour landmarks (the heatmap spreads **along** the contour) and how a
 #    large ERE flags a real failure on a hard image.
+#
+# The notebook ends with a recap, three exercises with checked answers, and references.
 
 # %% [markdown]
 # ## Imports
@@ -30,7 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from torch.utils.data import DataLoader
 
-from chh_lib.engine import choose_device
+from chh_lib import exercises as check
+from chh_lib.devices import choose_device
 from chh_lib.evaluation import load_run
 from chh_lib.heatmaps import argmax_2d, scale_logits, softmax_2d
 from chh_lib.metrics import (
@@ -55,7 +58,8 @@ from chh_lib.workflow import (
 #
 # `profile` is `smoke` (tiny model, for tests), `cpu` (the default; the shipped pretrained phantom model
 # when none exists yet) or `paper`; it is read from `CHH_PROFILE` when set. Relative paths are resolved
-# against the repository root; `None` selects the profile's defaults.
+# against the repository root; `None` selects the profile's defaults. `solutions = True` runs the hidden
+# solutions of the exercises at the end (the test suite does; a student leaves it `False`).
 
 # %% tags=["parameters"]
 profile = notebook_profile()  # CHH_PROFILE, else "cpu"
@@ -63,6 +67,7 @@ data_dir = None  # None: the profile's phantom
 run_dir = None  # None: runs/notebooks/<profile>
 seed = 0
 device = "auto"  # auto: CUDA, then MPS, then CPU
+solutions = False  # True: run the exercises' hidden solutions
 
 # %% [markdown]
 # ## Set-up
@@ -319,9 +324,148 @@ for panel, (n, k) in enumerate(examples):
 save_figure(figure, paths.output_dir / "examples.png")
 
 # %% [markdown]
-# ## Summary
+# ## Recap
 #
-# The key numbers go to `RUN_DIR/04_expected_radial_error/metrics.json` (with the figures above).
+# - A calibrated heatmap $p$ is a distribution over positions; its **expected radial error** is the
+#   expected distance in mm from its mode $\hat{\mathbf{x}}$, over the significant pixels
+#   $S = \{i : p(i)/\max_j p(j) > c\}$ renormalised to $q$.
+# - A few lines of NumPy reproduce `chh_lib.metrics.expected_radial_error` on every real heatmap to
+#   better than $10^{-6}$ mm.
+# - The cutoff $c$ (0.05 in the paper) sets the **scale** of the ERE: a lower cutoff lets the far tail in and
+#   the mean ERE grows; how the ERE **ranks** the predictions changes much less (Spearman $\rho$ per cutoff).
+# - The paper's binned Pearson $r$ (bins of 36 pairs sorted by ERE) averages away the noise of single
+#   errors; Spearman $\rho$ over the raw pairs needs no binning and is the stricter measure.
+# - Contour landmarks have heatmaps elongated **along** the contour, so their ERE is large even when the
+#   prediction is right; sella, a point landmark, is round and compact.
+# - On a hard image a large ERE flags a real failure: the ERE is an uncertainty one can act on
+#   (notebook 05 turns it into an outlier detector).
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has three cells: **yours** (replace the `...`), a **hidden solution** (it runs only when
+# the parameter `solutions` is `True`, so "Run All" never overwrites your answer), and a **check** that
+# prints "not attempted yet", confirms a right answer, or raises an `ExerciseError` with a hint. The
+# checks compute their own expected values from this notebook's data. `exercise_results` collects them.
+
+# %%
+exercise_results = {}  # exercise -> passed
+
+# %% [markdown]
+# ### Exercise 04.1 · The ERE of one heatmap by hand, and the mass the cutoff throws away
+#
+# `heatmap` (shape (H, W)) still holds the calibrated heatmap of the third example above (image
+# `failure_n`, landmark `failure_landmark`, pixel size `test_set.pixel_size_mm[failure_n]`). Without
+# calling `readable_ere` or `chh_lib`, compute
+#
+# 1. its ERE in mm at the paper's cutoff $c = 0.05$ (the formula at the top: significant pixels $S$,
+#    renormalised weights $q$, distance in mm to the first arg-max), and
+# 2. the share of the probability mass that the cutoff discards,
+#    $\sum_{i \notin S} p(i) \big/ \sum_i p(i)$.
+#
+# Answer with `answer_04_1 = {"ere_mm": ..., "discarded_mass": ...}`.
+
+# %% tags=["exercise"]
+answer_04_1 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    s_x, s_y = test_set.pixel_size_mm[failure_n]
+    p = heatmap.astype(np.float64)
+    row_hat, col_hat = np.unravel_index(np.argmax(p), p.shape)  # first maximum, row-major
+    significant = p / p.max() > 0.05  # S
+    rows, cols = np.nonzero(significant)
+    q = p[rows, cols] / p[rows, cols].sum()
+    answer_04_1 = {
+        "ere_mm": float(np.sum(q * np.hypot((cols - col_hat) * s_x, (rows - row_hat) * s_y))),
+        "discarded_mass": float(p[~significant].sum() / p.sum()),
+    }
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["04_1"] = check.exercise_04_1(answer_04_1, heatmap, test_set.pixel_size_mm[failure_n])
+
+# %% [markdown]
+# ### Exercise 04.2 · The cutoff moves the scale of the ERE, not its ranking
+#
+# `results["ere_by_cutoff"]` (shape (N, K, C)) holds the ERE at each of the `cutoffs`. Over the present
+# pairs (`present`, where the radial error `errors_mm` is defined), compute at the notebook's lowest
+# cutoff $c = 0.001$ (almost no cutoff) and at the paper's $c = 0.05$:
+#
+# 1. the mean ERE $m_c$ in mm, and
+# 2. Spearman's $\rho_c$ between ERE and radial error (`spearman` from `chh_lib.metrics`);
+#
+# then decide whether the rank correlation changes less than the mean, i.e. whether
+# $|\rho_{0.001} - \rho_{0.05}| < |m_{0.001} - m_{0.05}| / m_{0.05}$. (Compute: the table above shows
+# the values rounded, the check wants them to 0.1 %.) Answer with
+# `answer_04_2 = {"mean_ere_mm": (m_0001, m_005), "spearman": (rho_0001, rho_005), "rank_correlation_changes_less": ...}`.
+
+# %% tags=["exercise"]
+answer_04_2 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    ere_low = results["ere_by_cutoff"][..., cutoffs.index(0.001)][present]
+    ere_high = results["ere_by_cutoff"][..., cutoffs.index(0.05)][present]
+    mean_low, mean_high = ere_low.mean(), ere_high.mean()
+    rho_low, rho_high = spearman(ere_low, errors_mm[present]), spearman(ere_high, errors_mm[present])
+    answer_04_2 = {
+        "mean_ere_mm": (mean_low, mean_high),
+        "spearman": (rho_low, rho_high),
+        "rank_correlation_changes_less": bool(abs(rho_low - rho_high) < abs(mean_low - mean_high) / mean_high),
+    }
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["04_2"] = check.exercise_04_2(answer_04_2, results["ere_by_cutoff"], cutoffs, errors_mm)
+
+# %% [markdown]
+# ### Exercise 04.3 · Contour landmarks against point landmarks, with medians
+#
+# A few failed heatmaps pull a mean; a median is robust to them. Using `results["ere"]` (shape (N, K), mm)
+# over the present pairs, compute the **median** ERE of all (image, landmark) pairs of the contour
+# landmarks (every channel not in `point_k`) and of the point landmarks (the channels in `point_k`:
+# sella), and whether the contour median is the larger. Answer with
+# `answer_04_3 = {"median_ere_contour_mm": ..., "median_ere_point_mm": ..., "contour_is_larger": ...}`.
+
+# %% tags=["exercise"]
+answer_04_3 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    is_point = np.isin(np.arange(K), point_k)  # (K,)
+    median_contour = float(np.median(results["ere"][present & ~is_point]))
+    median_point = float(np.median(results["ere"][present & is_point]))
+    answer_04_3 = {
+        "median_ere_contour_mm": median_contour,
+        "median_ere_point_mm": median_point,
+        "contour_is_larger": median_contour > median_point,
+    }
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["04_3"] = check.exercise_04_3(answer_04_3, results["ere"], errors_mm, point_k)
+
+# %% [markdown]
+# ## Summary (for the test suite)
+#
+# The key numbers go to `RUN_DIR/04_expected_radial_error/metrics.json` (with the figures above), for the
+# test suite; they include how many exercises were attempted and passed.
 
 # %%
 summary = {
@@ -340,6 +484,23 @@ summary = {
     "sella_elongation": float(shape_table.loc["S", "elongation"]) if point_landmarks else None,
     "median_contour_elongation": float(contour_elongation.median()),
     "per_landmark_ere_mm": dict(zip(landmarks.abbreviations, shape_table["ERE (mm)"])),
+    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_04_1, answer_04_2, answer_04_3)),
+    "exercises_passed": sum(exercise_results.values()),
 }
 written = write_notebook_metrics(paths.output_dir, summary)
-print(f"wrote {paths.show(written)}: mean ERE {ere_mean_mm:.2f} mm, binned r {binned_r:.2f}, Spearman {rho:.2f}")
+print(f"wrote {paths.show(written)}: mean ERE {ere_mean_mm:.2f} mm, binned r {binned_r:.2f}, Spearman {rho:.2f}; "
+      f"exercises passed {summary['exercises_passed']}/{summary['exercises_attempted']} attempted")
+
+# %% [markdown]
+# ## References
+#
+# - J. McCouat and I. Voiculescu. *Contour-Hugging Heatmaps for Landmark Detection.* CVPR 2022.
+# - C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger. *On Calibration of Modern Neural Networks.* ICML 2017.
+# - M. P. Naeini, G. F. Cooper and M. Hauskrecht. *Obtaining Well Calibrated Probabilities Using Bayesian
+#   Binning.* AAAI 2015 (the expected calibration error with equal-width bins).
+# - J. Nixon, M. W. Dusenberry, L. Zhang, G. Jerfel and D. Tran. *Measuring Calibration in Deep Learning.*
+#   CVPR Workshops 2019 (adaptive, equal-mass bins).
+# - O. Ronneberger, P. Fischer and T. Brox. *U-Net: Convolutional Networks for Biomedical Image
+#   Segmentation.* MICCAI 2015.
+# - C.-W. Wang et al. *A benchmark for comparison of dental radiography analysis algorithms.* Medical Image
+#   Analysis 31, 2016 (the ISBI 2015 cephalometric landmark challenge).

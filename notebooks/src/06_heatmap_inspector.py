@@ -29,7 +29,8 @@ import numpy as np
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from chh_lib.engine import choose_device, predict
+from chh_lib.devices import choose_device
+from chh_lib.engine import predict
 from chh_lib.metrics import radial_error_mm
 from chh_lib.plots import heatmap_overlay
 from chh_lib.widgets import HeatmapInspector, HeatmapReader
