@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks.add_argument("--data", type=Path, help="data set (default: the profile's phantom)")
     notebooks.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     notebooks.add_argument("--seed", type=int, default=0)
+    notebooks.add_argument("--solutions", action="store_true",
+                           help="also run the exercises' hidden solutions (every check must then pass)")
     notebooks.set_defaults(handler=_run_notebooks)
 
     data = commands.add_parser("data", help="inspect a data set")
@@ -179,7 +181,7 @@ def _run_notebooks(args: argparse.Namespace) -> None:
 
     only = [part.strip() for part in args.only.split(",") if part.strip()] if args.only else None
     summary = run_notebooks(args.run_dir, args.profile, only, data_dir=args.data, seed=args.seed,
-                            device=args.device)
+                            device=args.device, parameters={"solutions": True} if args.solutions else None)
     print(format_summary(summary))
     print(f"executed notebooks and figures: {args.run_dir}")
 

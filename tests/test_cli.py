@@ -177,3 +177,21 @@ def test_calibrating_on_the_test_split_is_refused(smoke_run, tmp_path, capsys):
     assert main(["calibrate", "--run-dir", str(run_copy), "--split", "test"]) == 2
     assert "may not be fitted on the 'test' split" in capsys.readouterr().err
     assert (run_copy / "checkpoints" / "last.pt").read_bytes() == checkpoint
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], None), (["--solutions"], {"solutions": True})])
+def test_notebooks_command_passes_the_solutions_flag(monkeypatch, tmp_path, flag, expected):
+    import pandas as pd
+
+    import chh_lib.notebooks as runner
+
+    seen = {}
+
+    def fake_run(run_dir, profile, only=None, **kwargs):
+        seen.update(kwargs, run_dir=run_dir, profile=profile, only=only)
+        return pd.DataFrame([{"notebook": "04_expected_radial_error", "seconds": 1.0, "status": "ok"}])
+
+    monkeypatch.setattr(runner, "run_notebooks", fake_run)
+    monkeypatch.setattr(runner, "format_summary", lambda summary: "summary")
+    assert main(["notebooks", "--run-dir", str(tmp_path), "--profile", "smoke", "--only", "04", *flag]) == 0
+    assert seen["parameters"] == expected and seen["only"] == ["04"] and seen["profile"] == "smoke"
