@@ -1,105 +1,24 @@
-"""Checks for the exercises at the end of the teaching notebooks.
-
-An exercise in a notebook is three code cells: a placeholder the student
-replaces (``answer_04_1 = ...``), a hidden solution that runs only when the
-notebook's ``solutions`` parameter is true, and a check cell that calls one of
-the functions below::
-
-    from chh_lib import exercises as check
-
-    exercise_results["04_1"] = check.exercise_04_1(answer_04_1, heatmap, pixel_size_mm)
-
-Every check follows the same contract and keeps no state between calls:
-
-- ``...`` (Ellipsis, the placeholder): prints one "not attempted yet" line and
-  returns ``False``;
-- a right answer: prints one line and returns ``True``;
-- a wrong answer: raises :class:`ExerciseError` saying what was expected and
-  giving a hint.
-
-A check computes the expected values itself from the inputs passed to it (the
-notebook's own data), so nothing depends on the profile or on a trained model's
-exact numbers.
-"""
+"""Checks of notebook 04's exercises (the Expected Radial Error)."""
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from chh_lib.exercises.answers import (
+    ExerciseError,
+    correct,
+    expect_close,
+    fields,
+    flag,
+    is_attempted,
+    not_attempted,
+    number,
+    pair,
+)
 from chh_lib.metrics import expected_radial_error, spearman
-
-#: Relative and absolute tolerance of numbers that the student may compute in float32.
-RTOL = 1e-3
-ATOL = 1e-6
-
-
-class ExerciseError(AssertionError):
-    """An exercise's answer is wrong; the message says what was expected and gives a hint."""
-
-
-def is_attempted(answer: Any) -> bool:
-    """Whether ``answer`` is no longer the placeholder ``...`` (Ellipsis)."""
-    return answer is not Ellipsis
-
-
-def _not_attempted(name: str) -> bool:
-    print(f"Exercise {name}: not attempted yet (replace the `...` in the exercise cell with your answer).")
-    return False
-
-
-def _correct(name: str, detail: str = "") -> bool:
-    print(f"Exercise {name}: correct{': ' + detail if detail else '.'}")
-    return True
-
-
-def _fields(answer: Any, keys: Sequence[str], name: str) -> dict[str, Any]:
-    """The named entries of a dict answer; an :class:`ExerciseError` naming the missing ones."""
-    if not isinstance(answer, Mapping):
-        raise ExerciseError(f"Exercise {name}: the answer should be a dict with the keys {list(keys)}, "
-                            f"got {type(answer).__name__}.")
-    missing = [key for key in keys if key not in answer]
-    if missing:
-        raise ExerciseError(f"Exercise {name}: the answer lacks the keys {missing} (expected {list(keys)}).")
-    return {key: answer[key] for key in keys}
-
-
-def _number(value: Any, what: str, name: str) -> float:
-    try:
-        return float(np.asarray(value, dtype=np.float64).item())
-    except (TypeError, ValueError) as error:
-        raise ExerciseError(f"Exercise {name}: {what} should be one number, got {value!r}.") from error
-
-
-def _pair(value: Any, what: str, name: str) -> tuple[float, float]:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ExerciseError(f"Exercise {name}: {what} should be two numbers, got {value!r}.") from error
-    if array.shape != (2,):
-        raise ExerciseError(f"Exercise {name}: {what} should be two numbers (a tuple), got shape {array.shape}.")
-    return float(array[0]), float(array[1])
-
-
-def _flag(value: Any, what: str, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ExerciseError(f"Exercise {name}: {what} should be True or False, got {value!r}.")
-    return bool(value)
-
-
-def _expect_close(got: float, expected: float, what: str, hint: str, name: str,
-                  rtol: float = RTOL, atol: float = ATOL) -> None:
-    if math.isnan(expected) and math.isnan(got):
-        return
-    if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
-        raise ExerciseError(f"Exercise {name}: {what} should be {expected:.6g}, got {got:.6g} "
-                            f"(tolerance {rtol:g} relative). Hint: {hint}")
-
-
-# --------------------------------------------------------------------------- notebook 04
 
 
 def exercise_04_1(answer: Any, heatmap: np.ndarray, pixel_size_mm: Sequence[float], cutoff: float = 0.05) -> bool:
@@ -137,20 +56,20 @@ def exercise_04_1(answer: Any, heatmap: np.ndarray, pixel_size_mm: Sequence[floa
     """
     name = "04.1"
     if not is_attempted(answer):
-        return _not_attempted(name)
-    fields = _fields(answer, ("ere_mm", "discarded_mass"), name)
+        return not_attempted(name)
+    given = fields(answer, ("ere_mm", "discarded_mass"), name)
     heatmap = np.asarray(heatmap, dtype=np.float64)  # (H, W)
     pixel = torch.as_tensor(np.asarray(pixel_size_mm, dtype=np.float64).reshape(1, 2))
     expected_ere = float(expected_radial_error(torch.from_numpy(heatmap)[None, None], pixel, cutoff)[0, 0])
     significant = heatmap / heatmap.max() > cutoff
     expected_discarded = float(heatmap[~significant].sum() / heatmap.sum())
-    _expect_close(_number(fields["ere_mm"], "ere_mm", name), expected_ere, "ere_mm (mm)",
+    expect_close(number(given["ere_mm"], "ere_mm", name), expected_ere, "ere_mm (mm)",
                   "keep the pixels with p / max p > cutoff (strictly), renormalise over them, and average the "
                   "distance in mm to the first arg-max (x = column times s_x, y = row times s_y).", name)
-    _expect_close(_number(fields["discarded_mass"], "discarded_mass", name), expected_discarded,
+    expect_close(number(given["discarded_mass"], "discarded_mass", name), expected_discarded,
                   "discarded_mass", "sum p over the pixels NOT in S and divide by the sum of p over all pixels "
                   "(a number between 0 and 1).", name, atol=1e-6)
-    return _correct(name, f"ERE {expected_ere:.3f} mm; the cutoff drops {100 * expected_discarded:.2f} % of the mass")
+    return correct(name, f"ERE {expected_ere:.3f} mm; the cutoff drops {100 * expected_discarded:.2f} % of the mass")
 
 
 def exercise_04_2(answer: Any, ere_by_cutoff: np.ndarray, cutoffs: Sequence[float], radial_error_mm: np.ndarray,
@@ -192,8 +111,8 @@ def exercise_04_2(answer: Any, ere_by_cutoff: np.ndarray, cutoffs: Sequence[floa
     """
     name = "04.2"
     if not is_attempted(answer):
-        return _not_attempted(name)
-    fields = _fields(answer, ("mean_ere_mm", "spearman", "rank_correlation_changes_less"), name)
+        return not_attempted(name)
+    given = fields(answer, ("mean_ere_mm", "spearman", "rank_correlation_changes_less"), name)
     ere_by_cutoff = np.asarray(ere_by_cutoff, dtype=np.float64)
     radial_error_mm = np.asarray(radial_error_mm, dtype=np.float64)
     present = ~np.isnan(radial_error_mm)
@@ -201,22 +120,22 @@ def exercise_04_2(answer: Any, ere_by_cutoff: np.ndarray, cutoffs: Sequence[floa
     means = [float(ere_by_cutoff[..., i][present].mean()) for i in columns]
     rhos = [spearman(ere_by_cutoff[..., i][present], radial_error_mm[present]) for i in columns]
     for label, got, expected, hint in (
-        ("mean_ere_mm", _pair(fields["mean_ere_mm"], "mean_ere_mm", name), means,
+        ("mean_ere_mm", pair(given["mean_ere_mm"], "mean_ere_mm", name), means,
          "average the ERE at each cutoff over the present pairs only (where the radial error is not NaN)."),
-        ("spearman", _pair(fields["spearman"], "spearman", name), rhos,
+        ("spearman", pair(given["spearman"], "spearman", name), rhos,
          "chh_lib.metrics.spearman(ere, error) over the present pairs, once per cutoff."),
     ):
         for cutoff, g, e in zip((low, high), got, expected):
-            _expect_close(g, e, f"{label} at cutoff {cutoff:g}", hint, name)
+            expect_close(g, e, f"{label} at cutoff {cutoff:g}", hint, name)
     mean_change = abs(means[0] - means[1]) / means[1]
     rho_change = abs(rhos[0] - rhos[1])
     expected_flag = bool(rho_change < mean_change)
-    if _flag(fields["rank_correlation_changes_less"], "rank_correlation_changes_less", name) != expected_flag:
+    if flag(given["rank_correlation_changes_less"], "rank_correlation_changes_less", name) != expected_flag:
         raise ExerciseError(
             f"Exercise {name}: rank_correlation_changes_less should be {expected_flag}: the mean ERE changes by "
             f"{100 * mean_change:.1f} % (relative) and Spearman rho by {rho_change:.3f} (absolute). Hint: compare "
             f"|rho_low - rho_high| with |mean_low - mean_high| / mean_high.")
-    return _correct(name, f"mean ERE changes by {100 * mean_change:.1f} %, Spearman rho by {rho_change:.3f}")
+    return correct(name, f"mean ERE changes by {100 * mean_change:.1f} %, Spearman rho by {rho_change:.3f}")
 
 
 def exercise_04_3(answer: Any, ere_mm: np.ndarray, radial_error_mm: np.ndarray,
@@ -255,23 +174,23 @@ def exercise_04_3(answer: Any, ere_mm: np.ndarray, radial_error_mm: np.ndarray,
     """
     name = "04.3"
     if not is_attempted(answer):
-        return _not_attempted(name)
+        return not_attempted(name)
     ere_mm = np.asarray(ere_mm, dtype=np.float64)
     present = ~np.isnan(np.asarray(radial_error_mm, dtype=np.float64))
     is_point = np.zeros(ere_mm.shape[1], dtype=bool)
     is_point[list(point_landmarks)] = True
     if not is_point.any() or is_point.all():
         raise ValueError("exercise 04.3 needs at least one point landmark and one contour landmark")
-    fields = _fields(answer, ("median_ere_contour_mm", "median_ere_point_mm", "contour_is_larger"), name)
+    given = fields(answer, ("median_ere_contour_mm", "median_ere_point_mm", "contour_is_larger"), name)
     contour = float(np.median(ere_mm[present & ~is_point[None, :]]))
     point = float(np.median(ere_mm[present & is_point[None, :]]))
     hint = ("take results['ere'] where the landmark is present, split the columns into point landmarks (point_k) "
             "and the others, and use np.median over all pairs of each group (not a median of per-landmark means).")
-    _expect_close(_number(fields["median_ere_contour_mm"], "median_ere_contour_mm", name), contour,
+    expect_close(number(given["median_ere_contour_mm"], "median_ere_contour_mm", name), contour,
                   "median_ere_contour_mm (mm)", hint, name)
-    _expect_close(_number(fields["median_ere_point_mm"], "median_ere_point_mm", name), point,
+    expect_close(number(given["median_ere_point_mm"], "median_ere_point_mm", name), point,
                   "median_ere_point_mm (mm)", hint, name)
-    if _flag(fields["contour_is_larger"], "contour_is_larger", name) != (contour > point):
+    if flag(given["contour_is_larger"], "contour_is_larger", name) != (contour > point):
         raise ExerciseError(f"Exercise {name}: contour_is_larger should be {contour > point} "
                             f"(medians {contour:.3f} mm for contour, {point:.3f} mm for point landmarks).")
-    return _correct(name, f"median ERE {contour:.2f} mm (contour) against {point:.2f} mm (point)")
+    return correct(name, f"median ERE {contour:.2f} mm (contour) against {point:.2f} mm (point)")

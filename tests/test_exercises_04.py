@@ -1,4 +1,4 @@
-"""The exercise checks of chh_lib.exercises on tiny hand-built inputs.
+"""The exercise checks of notebook 04 (chh_lib.exercises.notebook_04) on tiny hand-built inputs.
 
 Each check: a right answer returns True, the placeholder ``...`` returns False
 and prints "not attempted", a wrong answer raises ExerciseError saying what was
