@@ -306,19 +306,36 @@ def test_smoke_04_expected_radial_error(smoke_series):
     assert metrics["exercises_attempted"] == 0 and metrics["exercises_passed"] == 0
 
 
-def test_smoke_04_solutions(tmp_path_factory, smoke_data):
-    """Notebook 04, built from its source and run alone with solutions=True: every exercise's check passes."""
+def _exercise_count(source: Path) -> int:
+    return len(_tagged(_build_module().build_notebook(source).cells, "exercise"))
+
+
+_WITH_EXERCISES = [source for source in _build_module().sources() if _exercise_count(source)]
+
+
+@pytest.fixture(scope="module")
+def solutions_series(tmp_path_factory, smoke_data) -> tuple[Path, pd.DataFrame]:
+    """The notebooks that have exercises, built from their sources and run in order with ``solutions=True``."""
     base = tmp_path_factory.mktemp("notebooks_solutions")
     folder = base / "notebooks"
     folder.mkdir()
-    source = _build_module().sources(["04"])[0]
-    nbformat.write(_build_module().build_notebook(source), str(folder / f"{source.stem}.ipynb"))
+    for source in _WITH_EXERCISES:
+        nbformat.write(_build_module().build_notebook(source), str(folder / f"{source.stem}.ipynb"))
     run_dir = base / "run"
-    summary = run_notebooks(run_dir, "smoke", only=["04"], notebooks_dir=folder, data_dir=smoke_data, device="cpu",
+    summary = run_notebooks(run_dir, "smoke", only=[source.stem[:2] for source in _WITH_EXERCISES],
+                            notebooks_dir=folder, data_dir=smoke_data, device="cpu", timeout_s=CELL_TIMEOUT_S,
                             parameters={"solutions": True})
-    assert list(summary["status"]) == ["ok"]
+    return run_dir, summary
+
+
+@pytest.mark.parametrize("source", _WITH_EXERCISES, ids=lambda p: p.stem)
+def test_smoke_solutions(solutions_series, source: Path):
+    """With the hidden solutions run, every exercise of the notebook is attempted and its check passes."""
+    run_dir, summary = solutions_series
+    row = summary.set_index("notebook").loc[source.stem]
+    assert row["status"] == "ok"
     metrics = _metrics(run_dir, source.stem)
-    assert metrics["exercises_attempted"] == metrics["exercises_passed"] == 3
+    assert metrics["exercises_attempted"] == metrics["exercises_passed"] == _exercise_count(source)
 
 
 def test_smoke_05_uncertainty_roc(smoke_series):
