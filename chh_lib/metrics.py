@@ -532,16 +532,12 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[present], b[present]
 
 
-def binned_pearson(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: int = 36) -> float:
-    r"""Pearson correlation of binned ERE and binned radial error (the paper's Fig. 5 measure).
+def binned_means(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: int = 36) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ERE and mean radial error of consecutive bins of pairs sorted by ERE (the paper's Fig. 5 bins).
 
-    Pairs with a NaN are dropped; the rest are sorted by ERE (stable sort), cut into
-    consecutive bins of ``bin_size`` (the remainder, fewer than ``bin_size`` pairs with
-    the largest ERE, is dropped), and
-
-    .. math:: r = \mathrm{corr}\left(\bar{e}^{\mathrm{ERE}}_b, \bar{e}^{\mathrm{rad}}_b\right)
-
-    over the bins' means.
+    Pairs with a NaN are dropped; the rest are sorted by ERE (stable sort) and cut
+    into consecutive bins of ``bin_size``; the remainder (fewer than ``bin_size``
+    pairs, those with the largest ERE) is dropped.
 
     Parameters
     ----------
@@ -550,17 +546,45 @@ def binned_pearson(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: in
 
     Returns
     -------
-    float
-        NaN with fewer than 2 bins or a constant series of bin means.
+    ere_means_mm, error_means_mm : ndarray, shape (B,)
+        ``B = M_valid // bin_size`` bins, in increasing ERE.
     """
     ere, error = _paired(ere_mm, radial_error_mm)
     num_bins = ere.size // bin_size
-    if num_bins < 2:
-        return float("nan")
     order = np.argsort(ere, kind="stable")[: num_bins * bin_size]
-    ere_means = ere[order].reshape(num_bins, bin_size).mean(1)
-    error_means = error[order].reshape(num_bins, bin_size).mean(1)
-    if np.ptp(ere_means) == 0 or np.ptp(error_means) == 0:
+    return ere[order].reshape(num_bins, bin_size).mean(1), error[order].reshape(num_bins, bin_size).mean(1)
+
+
+def binned_pearson(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: int = 36,
+                   drop_top_bins: int = 0) -> float:
+    r"""Pearson correlation of binned ERE and binned radial error (the paper's Fig. 5 measure).
+
+    The bins are those of :func:`binned_means`, and
+
+    .. math:: r = \mathrm{corr}\left(\bar{e}^{\mathrm{ERE}}_b, \bar{e}^{\mathrm{rad}}_b\right)
+
+    over the bins' means. Because the bins are sorted, their means average the
+    noise of single pairs away and spread along one line; a few extreme bins
+    (the failures, at the top) can then carry almost all of ``r``:
+    ``drop_top_bins`` leaves out that many bins of largest ERE to show how much.
+
+    Parameters
+    ----------
+    ere_mm, radial_error_mm : ndarray, shape (M,)
+    bin_size : int
+    drop_top_bins : int
+        Bins of largest ERE left out before the correlation (0: the paper's measure).
+
+    Returns
+    -------
+    float
+        NaN with fewer than 2 bins left or a constant series of bin means.
+    """
+    if drop_top_bins < 0:
+        raise ValueError(f"drop_top_bins must be >= 0, got {drop_top_bins}")
+    ere_means, error_means = binned_means(ere_mm, radial_error_mm, bin_size)
+    ere_means, error_means = ere_means[: ere_means.size - drop_top_bins], error_means[: error_means.size - drop_top_bins]
+    if ere_means.size < 2 or np.ptp(ere_means) == 0 or np.ptp(error_means) == 0:
         return float("nan")
     return float(np.corrcoef(ere_means, error_means)[0, 1])
 

@@ -477,6 +477,7 @@ def heatmap_overlay(
     floor_fraction: float = 1e-6,
     colorbar: bool = True,
     title: str | None = None,
+    significant_cutoff: float | None = None,
 ) -> Figure:
     """A predicted heatmap over its grey image, with prediction, ground truth and annotators.
 
@@ -515,6 +516,10 @@ def heatmap_overlay(
         Add a colour bar ("log10 probability" or "probability").
     title : str or None
         Axes title.
+    significant_cutoff : float or None
+        When given, outline (white) the significant set ``S = {i : p(i) / max p > c}``
+        of the expected radial error, here the contour of ``p / max p`` at level ``c``
+        through the pixel centres. ``None`` draws no outline.
 
     Returns
     -------
@@ -575,6 +580,8 @@ def heatmap_overlay(
                 interpolation="nearest")
     overlay = axes.imshow(shown[rows, cols], cmap="inferno", vmin=vmin, vmax=vmax, alpha=opacity[rows, cols],
                           extent=extent, interpolation="nearest")
+    if significant_cutoff is not None and peak > 0:
+        _outline_significant_set(axes, np.nan_to_num(heatmap, nan=0.0) / peak, significant_cutoff, rows, cols)
 
     if annotators_px is not None:
         annotators = np.asarray(annotators_px, dtype=np.float64).reshape(-1, 2)
@@ -600,6 +607,18 @@ def heatmap_overlay(
     if colorbar:
         axes.get_figure().colorbar(overlay, ax=axes, label=colour_label, shrink=0.85)
     return figure
+
+
+def _outline_significant_set(axes: Axes, normalised: np.ndarray, cutoff: float, rows: slice, cols: slice) -> None:
+    """Outline ``normalised > cutoff`` (shape (H, W), values in [0, 1]) on the shown window, with a legend entry."""
+    if not 0 < cutoff < 1:
+        raise ValueError(f"the significant cutoff must lie in (0, 1), got {cutoff}")
+    window = np.pad(normalised[rows, cols], 1)  # zeros around: a set touching the window's edge is closed
+    ys = np.arange(rows.start - 1, rows.stop + 1, dtype=np.float64)
+    xs = np.arange(cols.start - 1, cols.stop + 1, dtype=np.float64)
+    if window.max() > cutoff:
+        axes.contour(xs, ys, window, levels=[cutoff], colors="white", linewidths=1.0, zorder=2)
+    axes.plot([], [], color="white", linewidth=1.0, label=f"significant set S (p > {cutoff:g} max)")
 
 
 def _point_or_none(point: np.ndarray | Sequence[float] | None) -> np.ndarray | None:

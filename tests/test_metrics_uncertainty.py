@@ -10,6 +10,7 @@ import torch
 from chh_lib.metrics import (
     RocCurve,
     adaptive_reliability_bins,
+    binned_means,
     binned_pearson,
     bootstrap_ci,
     calibration_summary,
@@ -300,6 +301,26 @@ def test_binned_pearson_by_hand_and_nan_handling():
     assert math.isnan(binned_pearson(ere, error, bin_size=3))  # one bin only
     assert spearman(ere, error) == pytest.approx(1.0)
     assert spearman(ere, -error) == pytest.approx(-1.0)
+
+
+def test_binned_means_by_hand():
+    ere = np.array([4.0, 1.0, 3.0, 2.0, 5.0, np.nan])
+    error = np.array([40.0, 10.0, 35.0, 20.0, 99.0, 1.0])
+    ere_means, error_means = binned_means(ere, error, bin_size=2)
+    np.testing.assert_allclose(ere_means, [1.5, 3.5])
+    np.testing.assert_allclose(error_means, [15.0, 37.5])
+
+
+def test_binned_pearson_without_the_top_bins():
+    # Five bins of one pair: four uncorrelated (error 3, 1, 4, 2 for ERE 1..4) and a far top bin.
+    ere = np.array([1.0, 2.0, 3.0, 4.0, 50.0])
+    error = np.array([3.0, 1.0, 4.0, 2.0, 60.0])
+    assert binned_pearson(ere, error, bin_size=1) > 0.99  # the single extreme bin makes r
+    assert binned_pearson(ere, error, bin_size=1, drop_top_bins=1) == pytest.approx(
+        np.corrcoef([1, 2, 3, 4], [3, 1, 4, 2])[0, 1])  # 0.0 without it
+    assert math.isnan(binned_pearson(ere, error, bin_size=1, drop_top_bins=4))  # one bin left
+    with pytest.raises(ValueError, match="drop_top_bins"):
+        binned_pearson(ere, error, drop_top_bins=-1)
 
 
 # --------------------------------------------------------------------------- outliers

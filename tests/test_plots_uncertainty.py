@@ -7,6 +7,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 
 from chh_lib.metrics import ReliabilityBins
@@ -241,3 +242,22 @@ def test_heatmap_overlay_rejects_bad_shapes():
         heatmap_overlay(image, heatmap[:-1])
     with pytest.raises(ValueError):
         heatmap_overlay(image, heatmap, prediction_px=(500.0, 500.0), crop_half_size_px=4)
+
+
+def test_heatmap_overlay_outlines_the_significant_set(rc_unchanged):
+    image, heatmap = _overlay_inputs()
+    figure = heatmap_overlay(image, heatmap, prediction_px=(40.0, 25.0), crop_half_size_px=20, colorbar=False,
+                             significant_cutoff=0.05)
+    axes = figure.axes[0]
+    # p / max p = exp(-(dx / 3)^2 - (dy / 6)^2) > 0.05: an ellipse with half-axes 3 sqrt(ln 20) and 6 sqrt(ln 20).
+    (outline,) = [c for c in axes.collections if isinstance(c, ContourSet)]
+    vertices = np.concatenate([path.vertices for path in outline.get_paths()])
+    half_x, half_y = 3 * np.sqrt(np.log(20)), 6 * np.sqrt(np.log(20))
+    assert vertices[:, 0].min() == pytest.approx(40 - half_x, abs=0.3)
+    assert vertices[:, 0].max() == pytest.approx(40 + half_x, abs=0.3)
+    assert vertices[:, 1].min() == pytest.approx(25 - half_y, abs=0.3)
+    assert vertices[:, 1].max() == pytest.approx(25 + half_y, abs=0.3)
+    assert "significant set S (p > 0.05 max)" in _legend_texts(axes)
+    _render(figure)
+    with pytest.raises(ValueError, match="cutoff"):
+        heatmap_overlay(image, heatmap, significant_cutoff=1.5)
