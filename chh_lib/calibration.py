@@ -86,6 +86,8 @@ class CalibrationResult:
         One per landmark (all equal for a global temperature).
     nll_before, nll_after : float
         Mean one-hot NLL (nats) of the calibration split at T = 1 and at the fitted T.
+    scope : str
+        ``per_landmark`` or ``global``.
     """
 
     temperatures: np.ndarray
@@ -95,6 +97,7 @@ class CalibrationResult:
     nll_before: float
     nll_after: float
     details: dict = field(default_factory=dict)
+    scope: str = "per_landmark"
 
 
 def check_calibration_split(split: str) -> None:

@@ -58,12 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sdr-inclusive", action="store_true", help="count error <= threshold as a success")
     evaluate.set_defaults(handler=_run_evaluate)
 
-    calibrate = commands.add_parser("calibrate", help="fit per-landmark temperatures on held-out data")
+    calibrate = commands.add_parser("calibrate", help="fit temperatures (per landmark or global) on held-out data")
     calibrate.add_argument("--run-dir", type=Path, required=True)
     calibrate.add_argument("--split", default="calibration", help="held-out split (never test or test2)")
     calibrate.add_argument("--method", choices=("nll", "paper"), default="nll",
                            help="nll: L-BFGS on the NLL (default); paper: the authors' Adam + ECE selection")
-    calibrate.add_argument("--global-temperature", action="store_true", help="one temperature for all landmarks")
+    calibrate.add_argument("--scope", choices=("per-landmark", "global", "auto"), default="per-landmark",
+                           help="one temperature per landmark (default, the paper's), one for all, or auto: the one "
+                                "with the lower cross-validated NLL on the split")
     calibrate.add_argument("--epochs", type=_positive_int, default=15, help="epochs of the paper method (the authors: 15)")
     calibrate.add_argument("--data", type=Path, help="default: the data set the run was trained on")
     calibrate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
@@ -166,10 +168,11 @@ def _run_calibrate(args: argparse.Namespace) -> None:
     from chh_lib.devices import choose_device
     from chh_lib.evaluation import calibrate_run
 
-    result = calibrate_run(args.run_dir, args.split, args.method, not args.global_temperature, args.data,
+    result = calibrate_run(args.run_dir, args.split, args.method, args.scope.replace("-", "_"), args.data,
                            choose_device(args.device), args.epochs)
     temperatures = result.temperatures
-    print(f"fitted {len(temperatures)} temperatures ({result.method}) on {result.num_images} images of "
+    print(f"fitted {len(temperatures)} temperatures ({result.method}, {result.scope.replace('_', '-')}) on "
+          f"{result.num_images} images of "
           f"split {result.split!r}: min {temperatures.min():.3f}, median {np.median(temperatures):.3f}, "
           f"max {temperatures.max():.3f}")
     print(f"NLL {result.nll_before:.3f} -> {result.nll_after:.3f} nats; stored in {args.run_dir / 'checkpoints'}"

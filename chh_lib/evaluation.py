@@ -41,6 +41,7 @@ from chh_lib.calibration import (
     CalibrationResult,
     check_calibration_split,
     collect_logits,
+    cross_validated_nll,
     fit_temperatures_nll,
     fit_temperatures_paper,
 )
@@ -64,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 #: Below this many outliers on the held-out split, the chosen ERE threshold is flagged as unstable.
 FEW_OUTLIERS = 20
+#: Temperature scopes of :func:`calibrate_run`; ``auto`` chooses by cross-validation.
+CALIBRATION_SCOPES = ("auto", "per_landmark", "global")
 
 
 @dataclass
@@ -263,7 +266,7 @@ def calibrate_run(
     run_dir: Path,
     split: str = "calibration",
     method: str = "nll",
-    per_landmark: bool = True,
+    scope: str = "per_landmark",
     data_dir: Path | None = None,
     device: torch.device | None = None,
     epochs: int = 15,
@@ -271,8 +274,19 @@ def calibrate_run(
     """Fit temperatures on ``split`` and store them with the run's checkpoint (atomically).
 
     Also writes ``RUN_DIR/calibration.json``. See :mod:`chh_lib.calibration` for the methods.
+
+    ``scope`` is ``per_landmark`` (one temperature per landmark, the paper's; the
+    default), ``global`` (one for all) or ``auto``: with the ``nll`` method, the
+    scope whose temperatures give the lower held-out NLL in a cross-validation over
+    the images of ``split`` (:func:`chh_lib.calibration.cross_validated_nll`, up to 5
+    folds; ``global`` when the split has fewer than 2 images). The ``paper`` method
+    fits per landmark only, so ``auto`` means ``per_landmark`` there.
     """
     check_calibration_split(split)
+    if scope not in CALIBRATION_SCOPES:
+        raise ConfigError(f"unknown temperature scope {scope!r}; choose one of {', '.join(CALIBRATION_SCOPES)}")
+    if method == "paper" and scope == "global":
+        raise ConfigError("the paper method fits one temperature per landmark; use --method nll for a global one")
     run = load_run(run_dir, data_dir)
     if split not in run.data.splits:
         raise ConfigError(
@@ -281,9 +295,15 @@ def calibrate_run(
         )
     device = device or torch.device("cpu")
     dataset = run.dataset(split)
+    cross_validation: dict[str, float] | None = None
     if method == "nll":
-        result = fit_temperatures_nll(collect_logits(run.model, dataset, device, run.config.eval.batch_size),
-                                      per_landmark=per_landmark)
+        held_out = collect_logits(run.model, dataset, device, run.config.eval.batch_size)
+        if scope == "auto" and len(dataset) >= 2:
+            cross_validation = cross_validated_nll(held_out, num_folds=min(5, len(dataset)), seed=0)
+            scope = "per_landmark" if cross_validation["per_landmark"] <= cross_validation["global"] else "global"
+        elif scope == "auto":
+            scope = "global"
+        result = fit_temperatures_nll(held_out, per_landmark=scope == "per_landmark")
         image_ids = dataset.image_ids
     elif method == "paper":
         if "selection" in run.data.splits and split == "calibration":
@@ -300,22 +320,25 @@ def calibrate_run(
         selection = LandmarkDataset(selection_records, run.config.data.image_size, run.cache_dir)
         held_out = collect_logits(run.model, selection, device, run.config.eval.batch_size)
         result = fit_temperatures_paper(run.model, fitting, held_out, device, epochs=epochs)
+        scope = "per_landmark"
         image_ids = [r.image_id for r in fit_records + selection_records]
     else:
         raise ConfigError(f"unknown calibration method {method!r}; choose nll or paper")
     result.split = split
+    result.scope = scope
     threshold_split = "selection" if "selection" in run.data.splits and split == "calibration" else split
     ere_threshold = _held_out_ere_threshold(run, threshold_split, result.temperatures, device)
     payload = dict(run.payload)
     payload["temperatures"] = torch.as_tensor(result.temperatures, dtype=torch.float64)
     payload["ere_threshold"] = ere_threshold
-    payload["calibration"] = {"method": result.method, "split": split, "image_ids": image_ids,
+    payload["calibration"] = {"method": result.method, "split": split, "image_ids": image_ids, "scope": scope,
                               "nll_before": result.nll_before, "nll_after": result.nll_after}
     save_checkpoint(payload, run.checkpoint_path)
     write_json_atomic({
         "method": result.method,
         "split": split,
-        "per_landmark": per_landmark,
+        "scope": scope,
+        "cross_validated_nll": cross_validation,
         "num_images": result.num_images,
         "nll_before": result.nll_before,
         "nll_after": result.nll_after,

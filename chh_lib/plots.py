@@ -269,7 +269,7 @@ def ere_vs_error(
     if spearman_rho is None:
         spearman_rho = _spearman(ere, error)
 
-    figure = Figure(figsize=(6.4, 5.8), layout="constrained")
+    figure = Figure(figsize=(6.4, 7.0), layout="constrained")
     axes = figure.add_subplot()
     shown = (ere > 0) & (error > 0) if log_scale else np.ones(ere.shape, dtype=bool)
     hidden = int(ere.size - shown.sum())
@@ -295,7 +295,8 @@ def ere_vs_error(
     axes.set_xlabel("ERE (mm)")
     axes.set_ylabel("radial error (mm)")
     axes.grid(alpha=0.3, which="major")
-    axes.legend(loc="upper left", fontsize=8.5, framealpha=0.9, markerscale=1.5)
+    # below the axes: inside, it would hide the pairs of small ERE and large error
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8.5, markerscale=1.5)
     return figure
 
 

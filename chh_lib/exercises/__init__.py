@@ -24,6 +24,8 @@ exact numbers.
 from __future__ import annotations
 
 from chh_lib.exercises.answers import ExerciseError, is_attempted
+from chh_lib.exercises.notebook_03 import exercise_03_1, exercise_03_2, exercise_03_3
 from chh_lib.exercises.notebook_04 import exercise_04_1, exercise_04_2, exercise_04_3
 
-__all__ = ["ExerciseError", "exercise_04_1", "exercise_04_2", "exercise_04_3", "is_attempted"]
+__all__ = ["ExerciseError", "exercise_03_1", "exercise_03_2", "exercise_03_3", "exercise_04_1", "exercise_04_2",
+           "exercise_04_3", "is_attempted"]
