@@ -136,3 +136,52 @@ def make_tiny_csv(root: Path, num_images: int = 10, size: tuple[int, int] = (48,
         "splits": {"fractions": {"train": 0.6, "calibration": 0.2, "test": 0.2}, "seed": 4},
     })
     return truth
+
+
+def make_labelme_export(
+    root: Path,
+    image_paths: list[str],
+    size: tuple[int, int] = (40, 30),
+    embed_images: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A labelme export as people publish it: ``cephalograms/NNN.tif`` beside ``cephalograms/NNN.json``.
+
+    One annotator, three landmarks (labels a, b, c), one image per entry of
+    ``image_paths``: the ``imagePath`` written into the JSON file, formatted with
+    ``n`` (the image number, 1, 2, ...), ``stem`` (``001``, ...) and ``next_stem``
+    (the stem of the following image). With ``embed_images`` the image file is
+    stored base64-encoded in ``imageData``, as labelme does by default. The
+    descriptor leaves ``image_path`` and the splits at their defaults.
+
+    Returns
+    -------
+    dict
+        Image file name -> points, shape (1, 3, 2), in pixels.
+    """
+    import base64
+    import json
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    folder = root / "cephalograms"
+    truth = {}
+    for index, template in enumerate(image_paths):
+        n, stem, next_stem = index + 1, f"{index + 1:03d}", f"{index + 2:03d}"
+        write_image(folder / f"{stem}.tif", rng.integers(0, 255, (height, width), dtype=np.uint8))
+        points = np.round(rng.uniform(2, [width - 3, height - 3], size=(1, 3, 2)), 3)
+        document = labelme_document(f"{stem}.tif", size, dict(zip("abc", map(tuple, points[0]))))
+        document["imagePath"] = template.format(n=n, stem=stem, next_stem=next_stem)
+        if embed_images:
+            document["imageData"] = base64.b64encode((folder / f"{stem}.tif").read_bytes()).decode("ascii")
+        (folder / f"{stem}.json").write_text(json.dumps(document, indent=2))
+        truth[f"{stem}.tif"] = points
+    write_descriptor(root, {
+        "format": "labelme",
+        "landmarks": ["alpha point", "beta point", "gamma point"],
+        "labels": {"a": "alpha point", "b": "beta point", "c": "gamma point"},
+        "pixel_size_mm": 0.1,
+        "images": "cephalograms",
+        "annotators": {"senior": "cephalograms"},
+    })
+    return truth

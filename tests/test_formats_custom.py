@@ -1,17 +1,26 @@
 """labelme and CSV data sets, ISBI protocols, and their bad-input errors (with fuzzing)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 
 import numpy as np
 import pytest
-from helpers import make_tiny_csv, make_tiny_isbi, make_tiny_labelme, write_image
+from helpers import (
+    make_labelme_export,
+    make_tiny_csv,
+    make_tiny_isbi,
+    make_tiny_labelme,
+    write_image,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chh_lib.config import load_yaml, save_yaml
 from chh_lib.data.formats import (
     ProblemLog,
+    labelme_image_name,
     parse_isbi_annotation,
     parse_labelme,
     parse_landmark_csv,
@@ -61,7 +70,6 @@ def _edit_labelme(tmp_path, edit):
         (lambda d: d["shapes"].append(dict(d["shapes"][0])), "label 'a' appears more than once"),
         (lambda d: d["shapes"][0].update(label="zz"), "label 'zz' is not a landmark"),
         (lambda d: d["shapes"][1].update(shape_type="polygon"), "is a 'polygon', not a point"),
-        (lambda d: d.update(imagePath="other.png"), "imagePath 'other.png' does not match"),
         (lambda d: d.update(imageWidth=99), "image size 99x60 in the file, but the image is 48x60"),
         (lambda d: d["shapes"][0].update(points=[["x", 1]]), "not one pair of finite numbers"),
     ],
@@ -72,6 +80,179 @@ def test_labelme_problems_name_the_file(tmp_path, edit, message):
     with pytest.raises(DataFormatError, match=message) as raised:
         read_landmark_data(tmp_path)
     assert str(path) in str(raised.value)
+
+
+# ---------------------------------------------------------------- labelme exports: imagePath, imageData
+
+NUM_EXPORTED = 10
+WARNING = "labelme files name another imagePath; paired by file name"
+
+
+def _set_image_path_rule(root, rule):
+    descriptor = load_yaml(root / "dataset.yaml")
+    descriptor["image_path"] = rule
+    save_yaml(descriptor, root / "dataset.yaml")
+
+
+@pytest.mark.parametrize(
+    "value, name",
+    [
+        ("C:\\data\\img\\001.png", "001.png"),
+        ("D:001.png", "001.png"),
+        ("\\\\server\\share\\cephs\\001.png", "001.png"),
+        ("../images/001.png", "001.png"),
+        ("..\\images\\001.png", "001.png"),
+        ("/home/me/cephs/001.png", "001.png"),
+        ("001.png", "001.png"),
+        (" 001.png ", "001.png"),
+        ("", None),
+        (None, None),
+        (7, None),
+    ],
+)
+def test_labelme_image_name_strips_any_directory(value, name):
+    assert labelme_image_name({"imagePath": value}) == name
+    assert labelme_image_name({}) is None
+
+
+@pytest.mark.parametrize(
+    "templates, expected_warned",
+    [
+        (["{n}.tif"], NUM_EXPORTED),                                    # no zero-padding, as in the issue
+        (["C:\\data\\img\\{n}.tif"], NUM_EXPORTED),                     # Windows path, another name
+        (["/home/me/labelme/{n}.tif"], NUM_EXPORTED),                   # absolute POSIX path, another name
+        (["C:\\data\\img\\{stem}.tif"], 0),                             # Windows path, the same name
+        (["/home/me/labelme/{stem}.tif", "../images/{stem}.tif", "{stem}.tif"], 0),
+        (["{next_stem}.tif"], NUM_EXPORTED),                            # names a neighbour that exists
+        (["{n}.tif", "{stem}.tif", "D:\\x\\{n}.tif", "../{stem}.tif", "/abs/{n}.tif"], 6),
+    ],
+)
+def test_labelme_export_is_paired_by_file_name_with_one_warning(tmp_path, templates, expected_warned):
+    image_paths = [templates[i % len(templates)] for i in range(NUM_EXPORTED)]
+    truth = make_labelme_export(tmp_path, image_paths)
+    log = ProblemLog(collect=True)
+    data = read_landmark_data(tmp_path, log=log)
+    assert log.problems == []
+    records = [r for split in data.splits.values() for r in split]
+    assert sorted(r.image_id for r in records) == [f"{i:03d}.tif" for i in range(1, NUM_EXPORTED + 1)]
+    for record in records:
+        assert record.image_path == tmp_path / "cephalograms" / record.image_id
+        np.testing.assert_array_equal(record.annotations_px, truth[record.image_id])
+    if expected_warned == 0:
+        assert log.warnings == []
+    else:
+        assert len(log.warnings) == 1
+        assert log.warnings[0].startswith(f"{expected_warned} {WARNING} (e.g. ")
+        assert log.warnings[0].endswith("; image sizes agree)")
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 7, "calibration": 1, "test": 2}
+
+
+def test_labelme_warning_names_the_first_file_and_counts_files_without_a_size(tmp_path):
+    make_labelme_export(tmp_path, ["{n}.tif"] * 3)
+    path = tmp_path / "cephalograms" / "002.json"
+    document = json.loads(path.read_text())
+    del document["imageWidth"], document["imageHeight"]
+    path.write_text(json.dumps(document))
+    log = ProblemLog(collect=True)
+    read_landmark_data(tmp_path, log=log)
+    first = tmp_path / "cephalograms" / "001.json"
+    assert log.warnings == [
+        f"3 {WARNING} (e.g. {first}: imagePath '1.tif', image '001.tif'; 1 of them store no image size to confirm it)"
+    ]
+
+
+def test_labelme_size_mismatch_is_still_a_problem_naming_the_file(tmp_path):
+    make_labelme_export(tmp_path, ["{n}.tif"] * NUM_EXPORTED)
+    path = tmp_path / "cephalograms" / "004.json"
+    document = json.loads(path.read_text())
+    document["imageWidth"] = 99
+    path.write_text(json.dumps(document))
+    message = f"{path}: image size 99x30 in the file, but the image is 40x30; its imagePath names '4.tif', not '004.tif'"
+    with pytest.raises(DataFormatError) as raised:
+        read_landmark_data(tmp_path)
+    assert str(raised.value) == message
+    log = ProblemLog(collect=True)
+    data = read_landmark_data(tmp_path, log=log)
+    assert log.problems == [message]
+    assert "004.tif" not in [r.image_id for split in data.splits.values() for r in split]
+    assert len(log.warnings) == 1 and log.warnings[0].startswith(f"{NUM_EXPORTED - 1} {WARNING}")
+
+
+def test_labelme_size_mismatch_with_an_agreeing_image_path_has_no_hint(tmp_path):
+    make_labelme_export(tmp_path, ["../cephalograms/{stem}.tif"] * 3)
+    path = tmp_path / "cephalograms" / "002.json"
+    document = json.loads(path.read_text())
+    document["imageHeight"] = 31
+    path.write_text(json.dumps(document))
+    log = ProblemLog(collect=True)
+    read_landmark_data(tmp_path, log=log)
+    assert log.problems == [f"{path}: image size 40x31 in the file, but the image is 40x30"]
+    assert log.warnings == []
+
+
+def test_image_path_strict_restores_the_check_by_image_path(tmp_path):
+    make_labelme_export(tmp_path, ["{n}.tif"] * NUM_EXPORTED)
+    _set_image_path_rule(tmp_path, "strict")
+    first = tmp_path / "cephalograms" / "001.json"
+    with pytest.raises(DataFormatError) as raised:
+        read_landmark_data(tmp_path)
+    assert str(raised.value) == f"{first}: imagePath '1.tif' does not match the image '001.tif'"
+    log = ProblemLog(collect=True)
+    data = read_landmark_data(tmp_path, log=log)
+    assert log.problems == [
+        f"{tmp_path / 'cephalograms' / f'{i:03d}.json'}: imagePath '{i}.tif' does not match the image '{i:03d}.tif'"
+        for i in range(1, NUM_EXPORTED + 1)
+    ]
+    assert log.warnings == [] and all(not split for split in data.splits.values())
+
+
+def test_image_path_strict_accepts_any_directory_around_the_right_name(tmp_path):
+    truth = make_labelme_export(tmp_path, ["C:\\data\\img\\{stem}.tif", "/data/{stem}.tif", "../x/{stem}.tif"])
+    _set_image_path_rule(tmp_path, "strict")
+    log = ProblemLog(collect=True)
+    data = read_landmark_data(tmp_path, log=log)
+    assert log.problems == [] and log.warnings == []
+    assert sorted(r.image_id for split in data.splits.values() for r in split) == sorted(truth)
+
+
+def test_image_path_strict_on_the_tiny_labelme_set(tmp_path):
+    make_tiny_labelme(tmp_path)
+    _set_image_path_rule(tmp_path, "strict")
+    path = _edit_labelme(tmp_path, lambda d: d.update(imagePath="other.png"))
+    with pytest.raises(DataFormatError, match="imagePath 'other.png' does not match the image 'case01.png'") as raised:
+        read_landmark_data(tmp_path)
+    assert str(path) in str(raised.value)
+    _set_image_path_rule(tmp_path, "by_name")
+    log = ProblemLog(collect=True)
+    read_landmark_data(tmp_path, log=log)
+    assert log.problems == [] and len(log.warnings) == 1 and log.warnings[0].startswith("1 labelme file names another")
+
+
+@pytest.mark.parametrize("rule", ["loose", "Strict", ["strict"], 1])
+def test_unknown_image_path_rule_names_the_descriptor(tmp_path, rule):
+    make_labelme_export(tmp_path, ["{n}.tif"] * 2)
+    _set_image_path_rule(tmp_path, rule)
+    with pytest.raises(DataFormatError) as raised:
+        read_landmark_data(tmp_path)
+    assert str(raised.value) == f"{tmp_path / 'dataset.yaml'}: 'image_path' must be one of by_name, strict, got {rule!r}"
+
+
+def test_embedded_image_data_is_never_decoded(tmp_path, monkeypatch):
+    truth = make_labelme_export(tmp_path, ["{n}.tif"] * 3)
+    json_size = (tmp_path / "cephalograms" / "001.json").stat().st_size
+    assert json_size > 4 / 3 * (tmp_path / "cephalograms" / "001.tif").stat().st_size  # the image is in there
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("imageData was decoded")
+
+    for module, name in ((base64, "b64decode"), (base64, "standard_b64decode"), (base64, "decodebytes"),
+                         (binascii, "a2b_base64")):
+        monkeypatch.setattr(module, name, refuse)
+    log = ProblemLog(collect=True)
+    data = read_landmark_data(tmp_path, log=log)
+    assert log.problems == []
+    for record in (r for split in data.splits.values() for r in split):
+        np.testing.assert_array_equal(record.annotations_px, truth[record.image_id])
 
 
 def test_labelme_problem_can_be_collected_and_the_image_skipped(tmp_path):

@@ -9,7 +9,12 @@ without a descriptor is read as ISBI 2015 with its built-in defaults):
     ROOT/AnnotationsByMD/{400_senior,400_junior}/NNN.txt    # K lines "x,y", then extra lines
 
 ``labelme``: a folder of images and, per annotator, a folder of labelme JSON files
-(``<image stem>.json``) whose ``point`` shapes carry the landmark labels.
+(``<image stem>.json``, possibly the image folder itself) whose ``point`` shapes
+carry the landmark labels. A file is paired with its image by file stem; its
+``imagePath`` is only a hint (``image_path: by_name``, the default: a different
+name there is one summary warning per data set) unless ``image_path: strict``
+makes it a problem. ``imageWidth``/``imageHeight`` must match the image;
+``imageData`` is never decoded.
 
 ``csv``: a folder of images and one CSV file with a row per image (and annotator):
 ``image``, optional ``annotator``, then ``<label>_x``, ``<label>_y`` per landmark.
@@ -23,6 +28,7 @@ Descriptor keys (all optional for ISBI 2015)::
     pixel_size_mm: 0.1 | [x, y] | {default: [x, y], per_image: {image name: [x, y]}}
     images: images                    # labelme, csv: the image folder
     annotators: {senior: labelme/senior, junior: labelme/junior}   # labelme: folders
+    image_path: by_name | strict      # labelme: how 'imagePath' is checked (default by_name)
     annotations: annotations.csv      # csv: the file
     splits: {train: [a.png, ...], test: [...]}          # explicit lists, or
     splits: {fractions: {train: 0.7, calibration: 0.15, test: 0.15}, seed: 0}
@@ -50,7 +56,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -67,6 +73,8 @@ ISBI_PROTOCOLS = ("clean", "paper")
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DESCRIPTOR_NAME = "dataset.yaml"
 FORMATS = ("isbi2015", "labelme", "csv")
+#: Values of the descriptor's ``image_path``: pair labelme files by name, or insist on ``imagePath``.
+IMAGE_PATH_RULES = ("by_name", "strict")
 
 
 @dataclass(frozen=True)
@@ -351,17 +359,21 @@ def parse_labelme(
     text: str, label_to_index: dict[str, int], num_landmarks: int, source: str,
     image_name: str | None = None, image_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Parse one labelme JSON document into landmark positions.
+    """Parse one labelme JSON document into landmark positions, checking ``imagePath`` strictly.
 
     Parameters
     ----------
     text : str
-        The JSON text.
+        The JSON text. ``imageData`` (the embedded image) is never decoded.
     label_to_index : dict
         Label in the file -> landmark channel.
+    num_landmarks : int
+    source : str
+        Name of the file, used in error messages.
     image_name, image_size : optional
-        When given, ``imagePath`` (its file name) and ``imageWidth``/``imageHeight``
-        must agree with them.
+        When given, ``imagePath`` (its file name, see :func:`labelme_image_name`)
+        and ``imageWidth``/``imageHeight`` must agree with them. The data set
+        reader checks ``imagePath`` by the descriptor's ``image_path`` rule instead.
 
     Returns
     -------
@@ -374,23 +386,80 @@ def parse_labelme(
         Invalid JSON, a non-point shape, an unknown or duplicated label, a point
         that is not two finite numbers, or an image name or size that disagrees.
     """
+    document = load_labelme_document(text, source)
+    if image_name is not None:
+        _check_labelme_image_name(document, image_name, source)
+    if image_size is not None:
+        _check_labelme_image_size(document, image_size, source)
+    return labelme_points(document, label_to_index, num_landmarks, source)
+
+
+def load_labelme_document(text: str, source: str) -> dict[str, Any]:
+    """The JSON object of a labelme file, with a ``shapes`` list; ``imageData`` stays an undecoded string.
+
+    Raises
+    ------
+    DataFormatError
+        Invalid JSON, or no ``shapes`` list.
+    """
     try:
         document = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as error:
         raise DataFormatError(f"{source}: not valid JSON ({error})") from None
     if not isinstance(document, dict) or not isinstance(document.get("shapes"), list):
         raise DataFormatError(f"{source}: not a labelme file (no 'shapes' list)")
-    if image_name is not None and "imagePath" in document:
-        named = Path(str(document["imagePath"]).replace("\\", "/")).name
-        if named != image_name:
-            raise DataFormatError(f"{source}: imagePath {named!r} does not match the image {image_name!r}")
-    if image_size is not None:
-        declared = (document.get("imageWidth"), document.get("imageHeight"))
-        if declared != (None, None) and tuple(declared) != tuple(image_size):
-            raise DataFormatError(
-                f"{source}: image size {declared[0]}x{declared[1]} in the file, "
-                f"but the image is {image_size[0]}x{image_size[1]}"
-            )
+    return document
+
+
+def labelme_image_name(document: dict[str, Any]) -> str | None:
+    """The file name that ``imagePath`` names, without its directory part.
+
+    Windows and POSIX paths, relative or absolute, are handled alike:
+    ``C:\\data\\img\\001.png``, ``../images/001.png`` and ``/data/001.png``
+    all give ``001.png``.
+
+    Returns
+    -------
+    str or None
+        None when ``imagePath`` is absent, empty or not a string.
+    """
+    value = document.get("imagePath")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return PureWindowsPath(value.strip()).name or None
+
+
+def _check_labelme_image_name(document: dict[str, Any], image_name: str, source: str) -> None:
+    named = labelme_image_name(document)
+    if named is not None and named != image_name:
+        raise DataFormatError(f"{source}: imagePath {named!r} does not match the image {image_name!r}")
+
+
+def _check_labelme_image_size(document: dict[str, Any], image_size: tuple[int, int], source: str) -> None:
+    declared = (document.get("imageWidth"), document.get("imageHeight"))
+    if declared != (None, None) and tuple(declared) != tuple(image_size):
+        raise DataFormatError(
+            f"{source}: image size {declared[0]}x{declared[1]} in the file, "
+            f"but the image is {image_size[0]}x{image_size[1]}"
+        )
+
+
+def labelme_points(
+    document: dict[str, Any], label_to_index: dict[str, int], num_landmarks: int, source: str
+) -> np.ndarray:
+    """Landmark positions of the ``point`` shapes of a labelme document.
+
+    Returns
+    -------
+    ndarray, shape (K, 2)
+        (x, y) in pixels; NaN for a landmark without a point.
+
+    Raises
+    ------
+    DataFormatError
+        A non-point shape, an unknown or duplicated label, or a point that is not
+        two finite numbers.
+    """
     points = np.full((num_landmarks, 2), np.nan)
     seen: set[str] = set()
     for number, shape in enumerate(document["shapes"]):
@@ -423,6 +492,63 @@ def _point_from(value: Any) -> tuple[float, float] | None:
     return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
+@dataclass(frozen=True)
+class _OtherImagePath:
+    """A labelme file whose ``imagePath`` names another file than the image it is paired with."""
+
+    source: Path
+    named: str
+    image_name: str
+    size_checked: bool
+
+
+def _read_labelme_file(
+    path: Path, image_path: Path, image_size: tuple[int, int], spec: _Spec
+) -> tuple[np.ndarray, _OtherImagePath | None]:
+    """Points of one labelme file paired (by stem) with ``image_path``.
+
+    Returns
+    -------
+    points : ndarray, shape (K, 2)
+    other : _OtherImagePath or None
+        Set when ``imagePath`` names another file and the rule is ``by_name``.
+
+    Raises
+    ------
+    DataFormatError
+        A malformed file, a size that disagrees with the image, or (rule ``strict``)
+        an ``imagePath`` that names another file.
+    """
+    source = str(path)
+    document = load_labelme_document(_read_text(path), source)
+    if spec.image_path == "strict":
+        _check_labelme_image_name(document, image_path.name, source)
+    named = labelme_image_name(document)
+    other = None
+    if named is not None and named != image_path.name:
+        size_checked = document.get("imageWidth") is not None or document.get("imageHeight") is not None
+        other = _OtherImagePath(path, named, image_path.name, size_checked)
+    try:
+        _check_labelme_image_size(document, image_size, source)
+    except DataFormatError as error:
+        hint = f"; its imagePath names {other.named!r}, not {other.image_name!r}" if other else ""
+        raise DataFormatError(f"{error}{hint}") from None
+    return labelme_points(document, spec.label_to_index, spec.landmarks.num_landmarks, source), other
+
+
+def _other_image_path_warning(others: list[_OtherImagePath]) -> str:
+    """The one summary line for every labelme file paired by name despite its ``imagePath``."""
+    count = len(others)
+    first = others[0]
+    noun = "file names" if count == 1 else "files name"
+    unsized = sum(not other.size_checked for other in others)
+    sizes = "image sizes agree" if not unsized else f"{unsized} of them store no image size to confirm it"
+    return (
+        f"{count} labelme {noun} another imagePath; paired by file name "
+        f"(e.g. {first.source}: imagePath {first.named!r}, image {first.image_name!r}; {sizes})"
+    )
+
+
 def _read_labelme(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, ImageRecord]:
     image_dir = spec.folder(root, "images", "images")
     folders = spec.annotator_folders(root)
@@ -432,6 +558,7 @@ def _read_labelme(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, ImageRe
     for annotator, folder in folders.items():
         for stray in sorted(p for p in folder.glob("*.json") if p.stem not in stems):
             log.warn(f"{stray}: annotation without an image in {image_dir}")
+    others: list[_OtherImagePath] = []
     for image_path in images:
         paths = {a: folders[a] / f"{image_path.stem}.json" for a in spec.annotators}
         missing = [f"{a} ({p})" for a, p in paths.items() if not p.is_file()]
@@ -440,16 +567,16 @@ def _read_labelme(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, ImageRe
             continue
         try:
             size = image_size_of(image_path)
-            annotations = np.stack([
-                parse_labelme(_read_text(p), spec.label_to_index, spec.landmarks.num_landmarks, str(p),
-                              image_path.name, size)
-                for p in paths.values()
-            ])
+            read = [_read_labelme_file(p, image_path, size, spec) for p in paths.values()]
             pixel_size_mm = spec.pixel_size_for(image_path.name)
         except DataFormatError as error:
             log.report(str(error))
             continue
+        others.extend(other for _, other in read if other is not None)
+        annotations = np.stack([points for points, _ in read])
         records[image_path.name] = ImageRecord(image_path.name, image_path, annotations, pixel_size_mm)
+    if others:
+        log.warn(_other_image_path_warning(others))
     return records
 
 
@@ -593,6 +720,7 @@ class _Spec:
     per_image_pixel_size_mm: dict[str, tuple[float, float]]
     seed: int
     calibration_fraction: float
+    image_path: str = "by_name"
 
     def pixel_size_for(self, image_name: str) -> tuple[float, float]:
         if image_name in self.per_image_pixel_size_mm:
@@ -642,7 +770,23 @@ def _parse_descriptor(descriptor: dict[str, Any], path: Path, fmt: str) -> _Spec
     if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         raise DataFormatError(f"{path}: 'calibration_fraction' must lie in [0, 1), got {fraction!r}")
     return _Spec(descriptor, path, landmarks, label_to_index, annotators, default_size, per_image,
-                 int(descriptor.get("seed", 0)), float(fraction))
+                 int(descriptor.get("seed", 0)), float(fraction), _image_path_rule(descriptor, path))
+
+
+def _image_path_rule(descriptor: dict[str, Any], path: Path) -> str:
+    """The descriptor's ``image_path`` rule for labelme files: ``by_name`` (default) or ``strict``.
+
+    Raises
+    ------
+    DataFormatError
+        Any other value, naming the descriptor file.
+    """
+    value = descriptor.get("image_path", "by_name")
+    if not isinstance(value, str) or value not in IMAGE_PATH_RULES:
+        raise DataFormatError(
+            f"{path}: 'image_path' must be one of {', '.join(IMAGE_PATH_RULES)}, got {value!r}"
+        )
+    return value
 
 
 def _landmarks_from_descriptor(descriptor: dict[str, Any], path: Path) -> LandmarkSet:
