@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--split", default="calibration", help="held-out split (never test or test2)")
     calibrate.add_argument("--method", choices=("nll", "paper"), default="nll",
                            help="nll: L-BFGS on the NLL (default); paper: the authors' Adam + ECE selection")
-    calibrate.add_argument("--scope", choices=("per-landmark", "global", "auto"), default="per-landmark",
-                           help="one temperature per landmark (default, the paper's), one for all, or auto: the one "
-                                "with the lower cross-validated NLL on the split")
+    calibrate.add_argument("--scope", choices=("auto", "per-landmark", "global"), default="auto",
+                           help="one temperature per landmark, one for all, or auto (default): the one with the "
+                                "lower cross-validated NLL on the split")
     calibrate.add_argument("--epochs", type=_positive_int, default=15, help="epochs of the paper method (the authors: 15)")
     calibrate.add_argument("--data", type=Path, help="default: the data set the run was trained on")
     calibrate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
@@ -112,11 +112,12 @@ def _run_phantom(args: argparse.Namespace) -> None:
     state = "wrote" if summary.written else "already up to date:"
     counts = ", ".join(f"{name} {count}" for name, count in summary.split_counts.items())
     print(f"{state} {summary.root} ({counts}; {summary.num_hard} hard cases)")
-    print(f"{'landmark':<24} {'annotator distance (mm)':>24} {'along/across':>13}")
+    print(f"{'landmark':<24} {'annotator distance (mm)':>24} {'SD along/across':>16}")
     for name, distance, ratio in zip(ISBI_2015.names, summary.mean_distance_mm, summary.along_across_ratio):
         ratio_text = "-" if np.isnan(ratio) else f"{ratio:.1f}"
-        print(f"{name:<24} {distance:>24.2f} {ratio_text:>13}")
+        print(f"{name:<24} {distance:>24.2f} {ratio_text:>16}")
     print(f"{'mean':<24} {summary.mean_distance_mm.mean():>24.2f}")
+    print("SD along/across: SD of the annotators' difference along the contour tangent over the SD across it")
 
 
 def _run_train(args: argparse.Namespace) -> None:

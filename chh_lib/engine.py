@@ -5,7 +5,12 @@ A run directory holds::
     config.yaml          the RunConfig used
     manifest.json        package versions, git commit, seed, device, data directory
     checkpoints/last.pt  model, optimiser and scheduler state after the last finished epoch
-    train_log.csv        one row per epoch: loss, learning rate, images/s
+    train_log.csv        one row per epoch: loss, learning rate, images/s (and the held-out loss
+                         when a held-out split is given)
+
+The network is trained by the paper's one-hot NLL (``loss="one_hot_nll"``) or, for
+comparison, by the mean squared error against Gaussian target heatmaps
+(``loss="gaussian_mse"``).
 
 Checkpoints are written to a temporary file and renamed, so an interrupted run
 never leaves a half-written checkpoint, and are read with ``weights_only=True``.
@@ -20,6 +25,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -39,21 +45,77 @@ from chh_lib.devices import deterministic_cuda, float32_logits, host_float64, tr
 from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.heatmaps import (
+    DEFAULT_SIGMA_PX,
     argmax_2d,
     check_finite,
+    gaussian_mse,
+    gaussian_mse_per_landmark,
     mode_probability,
     one_hot_nll,
     scale_logits,
     softmax_2d,
     target_nll,
 )
-from chh_lib.metrics import uncertainty_scores
+from chh_lib.metrics import spatial_spread_mm, uncertainty_scores
 from chh_lib.model import build_model, input_multiple, load_torchvision_resnet34_weights
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
+#: Training losses :func:`train` knows: the paper's one-hot NLL and the Gaussian-target MSE.
+TRAINING_LOSSES = ("one_hot_nll", "gaussian_mse")
+#: SD of the output convolution's weights when a network is trained by the Gaussian-target MSE.
+REGRESSION_HEAD_INIT_STD = 1e-3
+#: Called after every epoch with that epoch's row of the history and the number of epochs configured.
+EpochCallback = Callable[[dict[str, float], int], None]
+
+
+def batch_loss(loss: str, outputs: torch.Tensor, batch: dict[str, Any], sigma_px: float = DEFAULT_SIGMA_PX) -> torch.Tensor:
+    """The training loss of one batch, averaged over its present landmarks (scalar, float32).
+
+    Parameters
+    ----------
+    loss : str
+        ``one_hot_nll`` (nats; uses ``batch["target_index"]``) or ``gaussian_mse``
+        (uses ``batch["target_px"]`` and ``sigma_px``); see :data:`TRAINING_LOSSES`.
+    outputs : Tensor, shape (N, K, H, W)
+        The network's output (logits for the NLL, heatmaps for the MSE).
+    batch : dict
+        Batched :class:`LandmarkDataset` items (at least the key the loss uses), on the outputs' device.
+    sigma_px : float
+        Width of the Gaussian targets in pixels (``gaussian_mse`` only).
+    """
+    if loss == "one_hot_nll":
+        return one_hot_nll(outputs, batch["target_index"])
+    if loss == "gaussian_mse":
+        return gaussian_mse(outputs, batch["target_px"], sigma_px)
+    raise ConfigError(f"unknown training loss {loss!r}; choose one of {', '.join(TRAINING_LOSSES)}")
+
+
+def per_landmark_loss(loss: str, outputs: torch.Tensor, batch: dict[str, Any], sigma_px: float = DEFAULT_SIGMA_PX) -> torch.Tensor:
+    """The loss of every (image, landmark) pair of a batch: shape (N, K), float32, NaN where missing.
+
+    Its mean over the present pairs is :func:`batch_loss`.
+    """
+    if loss == "one_hot_nll":
+        return target_nll(outputs, batch["target_index"])
+    if loss == "gaussian_mse":
+        return gaussian_mse_per_landmark(outputs, batch["target_px"], sigma_px)
+    raise ConfigError(f"unknown training loss {loss!r}; choose one of {', '.join(TRAINING_LOSSES)}")
+
+
+def format_epoch(stats: dict[str, float], num_epochs: int) -> str:
+    """One line about a finished epoch: its losses, learning rate and speed."""
+    line = f"epoch {int(stats['epoch']):>{len(str(num_epochs))}}/{num_epochs}: training loss {stats['loss']:.4f}"
+    if "held_out_loss" in stats:
+        line += f", held-out loss {stats['held_out_loss']:.4f}"
+    return line + f", lr {stats['lr']:.2e}, {stats['images_per_s']:.1f} images/s"
+
+
+def print_epoch(stats: dict[str, float], num_epochs: int) -> None:
+    """An :data:`EpochCallback` that prints :func:`format_epoch` (above a running progress bar)."""
+    tqdm.write(format_epoch(stats, num_epochs))
 
 
 def learning_rate_factor(epoch: int, milestones: list[int], gamma: float, warmup_epochs: int) -> float:
@@ -169,8 +231,12 @@ def train(
     device: torch.device,
     resume: bool = False,
     progress: bool = True,
+    loss: str = "one_hot_nll",
+    sigma_px: float = DEFAULT_SIGMA_PX,
+    held_out: LandmarkDataset | None = None,
+    on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train a heatmap network by one-hot NLL and checkpoint it every epoch.
+    """Train a heatmap network and checkpoint it every epoch.
 
     Parameters
     ----------
@@ -183,17 +249,38 @@ def train(
         Recorded in the manifest so that ``chh evaluate`` finds the data again.
     resume : bool
         Continue from ``run_dir/checkpoints/last.pt`` (model, optimiser, scheduler, epoch, history).
+    progress : bool
+        One tqdm progress bar over all batches (``tqdm.auto``: a widget in Jupyter, text on a
+        terminal, nothing when the output is not a terminal).
+    loss : str
+        ``one_hot_nll`` (the paper's) or ``gaussian_mse`` (Gaussian targets of width ``sigma_px``
+        pixels); recorded in the checkpoint, and a resumed run must use the same.
+    sigma_px : float
+        Width of the Gaussian targets (``gaussian_mse`` only).
+    held_out : LandmarkDataset, optional
+        Images not trained on (e.g. the calibration split) whose mean loss per present landmark
+        is measured after every epoch (in eval mode, without augmentation) and recorded as
+        ``held_out_loss``.
+    on_epoch_end : callable, optional
+        ``on_epoch_end(stats, num_epochs)`` after each epoch with its history row
+        (e.g. :func:`print_epoch`).
 
     Raises
     ------
     NonFiniteError
         When the loss becomes NaN or infinite; the last good checkpoint is kept.
+    ConfigError
+        For an unknown ``loss``, or a resumed run trained with another loss.
     """
+    if loss not in TRAINING_LOSSES:
+        raise ConfigError(f"unknown training loss {loss!r}; choose one of {', '.join(TRAINING_LOSSES)}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_input_size(config)
+    objective = {"name": loss, "sigma_px": float(sigma_px)} if loss == "gaussian_mse" else {"name": loss}
     with deterministic_cuda(device, config.train.deterministic):
-        history = _train_loop(config, dataset, run_dir, data_dir, device, resume, progress)
+        history = _train_loop(config, dataset, run_dir, data_dir, device, resume, progress, objective, held_out,
+                              on_epoch_end)
     return TrainResult(run_dir, run_dir / LAST_CHECKPOINT, history, device)
 
 
@@ -205,12 +292,17 @@ def _train_loop(
     device: torch.device,
     resume: bool,
     progress: bool,
+    objective: dict[str, Any],
+    held_out: LandmarkDataset | None,
+    on_epoch_end: EpochCallback | None,
 ) -> list[dict[str, float]]:
     """Build (or resume) the model and optimiser and train the remaining epochs; returns the history."""
     checkpoint_path = run_dir / LAST_CHECKPOINT
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         model = build_model(config.model.name, dataset.num_landmarks, **config.model.options)
+        if objective["name"] == "gaussian_mse":
+            _init_output_near_zero(model, dataset.num_landmarks)
     if not config.model.imagenet_encoder:
         encoder_init = {"encoder_init": "scratch", "encoder_init_note": "not requested by the configuration"}
     elif resume:
@@ -228,6 +320,9 @@ def _train_loop(
     start_epoch, history = 0, []
     if resume:
         payload = load_checkpoint(checkpoint_path)
+        recorded = payload.get("loss", {"name": "one_hot_nll"})
+        if recorded != objective:
+            raise ConfigError(f"{checkpoint_path}: trained with loss {recorded}, cannot resume with {objective}")
         model.load_state_dict(model_from_checkpoint(payload, checkpoint_path, dataset.num_landmarks).state_dict())
         optimizer.load_state_dict(payload["optimizer_state"])
         scheduler.load_state_dict(payload["scheduler_state"])
@@ -235,33 +330,103 @@ def _train_loop(
         logger.info("resuming %s after epoch %d", checkpoint_path, start_epoch)
     else:
         save_config(config, run_dir / "config.yaml")
-    write_json_atomic({**run_manifest(config, device, data_dir), **encoder_init}, run_dir / "manifest.json")
+    manifest = {**run_manifest(config, device, data_dir), **encoder_init, "loss": objective}
+    write_json_atomic(manifest, run_dir / "manifest.json")
 
-    for epoch in range(start_epoch, config.train.epochs):
-        dataset.set_epoch(epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=config.train.batch_size,
-            shuffle=True,
-            drop_last=len(dataset) >= 2 * config.train.batch_size,
-            num_workers=config.train.num_workers,
-            generator=torch.Generator().manual_seed(config.train.seed * 100_003 + epoch),
-        )
-        stats = _train_one_epoch(
-            model, loader, optimizer, device, config.train.bf16_on_cuda, epoch, config.train.epochs, progress
-        )
-        stats["lr"] = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        history.append(stats)
-        save_checkpoint(
-            _checkpoint_payload(model, optimizer, scheduler, config, dataset, epoch + 1, history), checkpoint_path
-        )
-        _write_history(history, run_dir / "train_log.csv")
-        logger.info(
-            "epoch %d/%d loss %.4f lr %.2e %.1f images/s",
-            epoch + 1, config.train.epochs, stats["loss"], stats["lr"], stats["images_per_s"],
-        )
+    num_epochs = config.train.epochs
+    drop_last = len(dataset) >= 2 * config.train.batch_size
+    batches_per_epoch = len(dataset) // config.train.batch_size if drop_last else -(-len(dataset) // config.train.batch_size)
+    bar = tqdm(  # disable=None: a bar on a terminal and in Jupyter, none in a log file
+        total=max(num_epochs - start_epoch, 0) * batches_per_epoch, initial=0, desc="training", unit="batch",
+        disable=None if progress else True, mininterval=1.0,
+    )
+    with bar:
+        for epoch in range(start_epoch, num_epochs):
+            dataset.set_epoch(epoch)
+            loader = DataLoader(
+                dataset,
+                batch_size=config.train.batch_size,
+                shuffle=True,
+                drop_last=drop_last,
+                num_workers=config.train.num_workers,
+                generator=torch.Generator().manual_seed(config.train.seed * 100_003 + epoch),
+            )
+            stats = _train_one_epoch(model, loader, optimizer, device, config.train.bf16_on_cuda, epoch, num_epochs,
+                                     bar, objective)
+            if held_out is not None:
+                stats["held_out_loss"] = held_out_loss(model, held_out, device, objective["name"],
+                                                       objective.get("sigma_px", DEFAULT_SIGMA_PX), config.eval.batch_size)
+            stats["lr"] = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            history.append(stats)
+            save_checkpoint(
+                _checkpoint_payload(model, optimizer, scheduler, config, dataset, epoch + 1, history, objective),
+                checkpoint_path,
+            )
+            _write_history(history, run_dir / "train_log.csv")
+            logger.info(
+                "epoch %d/%d loss %.4f lr %.2e %.1f images/s",
+                epoch + 1, num_epochs, stats["loss"], stats["lr"], stats["images_per_s"],
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(stats, num_epochs)
     return history
+
+
+def _init_output_near_zero(model: nn.Module, num_landmarks: int) -> None:
+    """Initialise the network's output convolution with weights of SD :data:`REGRESSION_HEAD_INIT_STD` and zero bias.
+
+    For a network regressed onto heatmaps (the Gaussian-target MSE) the usual
+    initialisation makes its first output a noise map whose squared error
+    (thousands, against about ``pi sigma^2`` for an all-zero output) swamps the
+    targets, and the whole schedule goes into removing it. Starting near zero, as
+    heatmap regressors do (Xiao et al. 2018 use an SD of 0.001), lets it learn the
+    peaks from the first epoch. Uses the global random state (the caller seeds it).
+    """
+    outputs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels == num_landmarks]
+    if not outputs:
+        raise ConfigError(f"found no output convolution with {num_landmarks} channels in {type(model).__name__}")
+    nn.init.normal_(outputs[-1].weight, std=REGRESSION_HEAD_INIT_STD)
+    if outputs[-1].bias is not None:
+        nn.init.zeros_(outputs[-1].bias)
+
+
+@torch.no_grad()
+def held_out_loss(
+    model: nn.Module,
+    dataset: LandmarkDataset,
+    device: torch.device,
+    loss: str = "one_hot_nll",
+    sigma_px: float = DEFAULT_SIGMA_PX,
+    batch_size: int = 8,
+) -> float:
+    """Mean training loss over the present (image, landmark) pairs of ``dataset``, in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Left in eval mode (the training loop switches it back).
+    dataset : LandmarkDataset
+        Held-out images (no augmentation), in a fixed order.
+    loss : str
+        See :func:`batch_loss`.
+
+    Returns
+    -------
+    float
+        Nats for ``one_hot_nll``; NaN when no landmark is present. The batches are drawn
+        without touching the global random state, so training that follows is unchanged.
+    """
+    model.eval()
+    total, count = 0.0, 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0))
+    for batch in loader:
+        batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+        values = per_landmark_loss(loss, float32_logits(model, batch["image"]), batch, sigma_px)  # (N, K)
+        present = ~torch.isnan(values)
+        total += float(values[present].sum())
+        count += int(present.sum())
+    return total / count if count else float("nan")
 
 
 def _check_input_size(config: RunConfig) -> None:
@@ -302,21 +467,22 @@ def _train_one_epoch(
     bf16_on_cuda: bool,
     epoch: int,
     num_epochs: int,
-    progress: bool,
+    bar: Any,
+    objective: dict[str, Any],
 ) -> dict[str, float]:
+    """One pass over ``loader`` (forward, loss, backward, optimiser step per batch), advancing ``bar``."""
     model.train()
     total_loss, total_images, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(  # disable=None: a bar on a terminal, none in a log file
-        loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, disable=None if progress else True, mininterval=1.0
-    )
-    for step, batch in enumerate(bar):
+    for step, batch in enumerate(loader):
+        bar.update(1)
         images = batch["image"].to(device, non_blocking=True)
         target_index = batch["target_index"].to(device, non_blocking=True)
         if not bool((target_index >= 0).any()):
             continue
+        targets = {"target_index": target_index, "target_px": batch["target_px"].to(device, non_blocking=True)}
         with training_autocast(device, bf16_on_cuda):
-            logits = model(images)  # (N, K, H, W)
-        loss = one_hot_nll(logits, target_index)
+            outputs = model(images)  # (N, K, H, W)
+        loss = batch_loss(objective["name"], outputs, targets, objective.get("sigma_px", DEFAULT_SIGMA_PX))
         if not torch.isfinite(loss):
             raise NonFiniteError(
                 f"epoch {epoch + 1}, batch {step + 1}: the loss is {loss.item()}; "
@@ -328,7 +494,8 @@ def _train_one_epoch(
         total_loss += loss.item() * len(images)
         total_images += len(images)
         elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{loss.item():.3f}", img_per_s=f"{total_images / max(elapsed, 1e-9):.1f}")
+        bar.set_postfix(epoch=f"{epoch + 1}/{num_epochs}", loss=f"{loss.item():.3f}",
+                        img_per_s=f"{total_images / max(elapsed, 1e-9):.1f}", refresh=False)
     seconds = time.perf_counter() - start
     return {
         "epoch": epoch + 1,
@@ -346,6 +513,7 @@ def _checkpoint_payload(
     dataset: LandmarkDataset,
     epoch: int,
     history: list[dict[str, float]],
+    objective: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
@@ -359,15 +527,19 @@ def _checkpoint_payload(
         "scheduler_state": scheduler.state_dict(),
         "config": config_to_dict(config),
         "history": history,
+        "loss": objective,
     }
 
 
 def _write_history(history: list[dict[str, float]], path: Path) -> None:
+    fieldnames = ["epoch", "loss", "lr", "images_per_s", "seconds"]
+    if any("held_out_loss" in row for row in history):
+        fieldnames.insert(2, "held_out_loss")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["epoch", "loss", "lr", "images_per_s", "seconds"])
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames)
     writer.writeheader()
     for row in history:
-        writer.writerow({key: row[key] for key in writer.fieldnames})
+        writer.writerow({key: row.get(key, "") for key in writer.fieldnames})
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -449,3 +621,65 @@ def predict(
     merged = {name: np.concatenate(values) for name, values in parts.items()}
     scores = {name[len("score_"):]: merged.pop(name) for name in list(merged) if name.startswith("score_")}
     return Predictions(scores=scores, **merged)
+
+
+#: How :func:`decode_heatmaps` reads a network's output: softmax of logits, or heatmaps clipped at 0.
+OUTPUT_KINDS = ("logits", "heatmap")
+
+
+def as_distribution(outputs: torch.Tensor, output: str = "logits") -> torch.Tensor:
+    """Network outputs (N, K, H, W) as non-negative maps that sum to 1, in float32.
+
+    ``logits`` (a one-hot NLL network): the 2D softmax. ``heatmap`` (a Gaussian-target MSE
+    network, whose outputs are meant to be read directly): clipped at 0 and divided by
+    their sum (a map with no positive value stays 0).
+    """
+    if output == "logits":
+        return softmax_2d(outputs)
+    if output == "heatmap":
+        clipped = outputs.float().clamp(min=0.0)
+        total = clipped.sum(dim=(-2, -1), keepdim=True)
+        return torch.where(total > 0, clipped / total.clamp(min=1e-30), clipped)
+    raise ValueError(f"unknown output kind {output!r}; choose one of {', '.join(OUTPUT_KINDS)}")
+
+
+@torch.no_grad()
+def decode_heatmaps(
+    model: nn.Module,
+    dataset: LandmarkDataset,
+    device: torch.device,
+    output: str = "logits",
+    cutoff: float = 0.05,
+    batch_size: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Arg-max position and spread of every heatmap of a split, for networks trained by any loss.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run in eval mode.
+    dataset : LandmarkDataset
+    output : str
+        ``logits`` or ``heatmap`` (see :func:`as_distribution`).
+    cutoff : float
+        Pixels below ``cutoff`` times the map's maximum are left out of the spread, so that a
+        regressed heatmap's small noise far from the peak does not dominate it; 0 keeps all.
+
+    Returns
+    -------
+    pred_px : ndarray, shape (N, K, 2)
+        (x, y) of the first maximum, pixels of the network grid.
+    spread_mm : ndarray, shape (N, K)
+        :func:`chh_lib.metrics.spatial_spread_mm` of the significant part of each map, in mm
+        (the root of the summed variances along x and y).
+    """
+    model.eval().to(device)
+    positions, spreads = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        outputs = float32_logits(model, batch["image"].to(device))  # (N, K, H, W)
+        heatmaps = as_distribution(outputs, output)
+        peak = heatmaps.amax(dim=(-2, -1), keepdim=True)
+        significant = torch.where(heatmaps > cutoff * peak, heatmaps, torch.zeros_like(heatmaps))
+        positions.append(host_float64(argmax_2d(outputs)))
+        spreads.append(host_float64(spatial_spread_mm(significant, batch["pixel_size_mm"].to(device))))
+    return np.concatenate(positions), np.concatenate(spreads)

@@ -266,7 +266,7 @@ def calibrate_run(
     run_dir: Path,
     split: str = "calibration",
     method: str = "nll",
-    scope: str = "per_landmark",
+    scope: str = "auto",
     data_dir: Path | None = None,
     device: torch.device | None = None,
     epochs: int = 15,
@@ -275,8 +275,8 @@ def calibrate_run(
 
     Also writes ``RUN_DIR/calibration.json``. See :mod:`chh_lib.calibration` for the methods.
 
-    ``scope`` is ``per_landmark`` (one temperature per landmark, the paper's; the
-    default), ``global`` (one for all) or ``auto``: with the ``nll`` method, the
+    ``scope`` is ``per_landmark`` (one temperature per landmark, the paper's),
+    ``global`` (one for all) or ``auto`` (the default): with the ``nll`` method, the
     scope whose temperatures give the lower held-out NLL in a cross-validation over
     the images of ``split`` (:func:`chh_lib.calibration.cross_validated_nll`, up to 5
     folds; ``global`` when the split has fewer than 2 images). The ``paper`` method

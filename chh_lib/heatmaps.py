@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from chh_lib.errors import NonFiniteError
 
 MISSING_INDEX = -1
+#: Width in pixels of the Gaussian target heatmaps (the MSE alternative to the one-hot target).
+DEFAULT_SIGMA_PX = 2.0
 
 
 def log_softmax_2d(logits: torch.Tensor) -> torch.Tensor:
@@ -113,6 +115,100 @@ def target_nll(logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor
     safe_index = torch.where(present, target_index, torch.zeros_like(target_index))
     nll = torch.logsumexp(flat, dim=-1) - flat.gather(-1, safe_index.unsqueeze(-1)).squeeze(-1)
     return torch.where(present, nll, torch.full_like(nll, float("nan")))
+
+
+def gaussian_heatmaps(target_px: torch.Tensor, width: int, height: int, sigma_px: float = DEFAULT_SIGMA_PX) -> torch.Tensor:
+    r"""Gaussian target heatmaps, :math:`g_k(i) = \exp(-\lVert \mathbf{x}_i - \mathbf{t}_k \rVert^2 / 2\sigma^2)`.
+
+    The usual alternative to the one-hot target: a round blob of peak 1 centred on the
+    (unrounded) target position.
+
+    Parameters
+    ----------
+    target_px : Tensor, shape (N, K, 2)
+        (x, y) in pixels of the ``width`` x ``height`` grid; NaN marks a missing landmark.
+    width, height : int
+        Grid size in pixels.
+    sigma_px : float
+        Standard deviation of the Gaussian in pixels (positive).
+
+    Returns
+    -------
+    Tensor, shape (N, K, height, width), float32
+        All zeros for a missing landmark.
+    """
+    if sigma_px <= 0:
+        raise ValueError(f"sigma_px must be positive, got {sigma_px}")
+    if target_px.ndim != 3 or target_px.shape[-1] != 2:
+        raise ValueError(f"expected (N, K, 2) target positions, got shape {tuple(target_px.shape)}")
+    target = target_px.float()
+    xs = torch.arange(width, dtype=torch.float32, device=target.device)  # (W,)
+    ys = torch.arange(height, dtype=torch.float32, device=target.device)  # (H,)
+    dx2 = (xs - target[..., 0:1]) ** 2  # (N, K, W)
+    dy2 = (ys - target[..., 1:2]) ** 2  # (N, K, H)
+    maps = torch.exp(-(dy2[..., :, None] + dx2[..., None, :]) / (2 * sigma_px**2))  # (N, K, H, W)
+    return torch.nan_to_num(maps, nan=0.0)
+
+
+def gaussian_mse_per_landmark(outputs: torch.Tensor, target_px: torch.Tensor, sigma_px: float = DEFAULT_SIGMA_PX) -> torch.Tensor:
+    r"""Squared error of each output map against its Gaussian target, summed over the pixels, in float32.
+
+    .. math:: E_{n,k} = \sum_i \left(h_{n,k}(i) - g_{n,k}(i)\right)^2
+
+    Summed rather than averaged over the :math:`HW` pixels: the two differ by the constant
+    :math:`HW`, but with the mean the gradients of a nearly trained network are so small
+    (about :math:`10^{-8}`) that Adam's :math:`\epsilon` damps its steps. An output that is zero
+    everywhere scores :math:`\sum_i g(i)^2 \approx \pi\sigma^2`, whatever the grid.
+
+    Parameters
+    ----------
+    outputs : Tensor, shape (N, K, H, W)
+        The network's output maps :math:`h` (no softmax).
+    target_px : Tensor, shape (N, K, 2)
+        (x, y) in pixels; NaN marks a missing landmark.
+    sigma_px : float
+        Width of the Gaussian target (see :func:`gaussian_heatmaps`).
+
+    Returns
+    -------
+    Tensor, shape (N, K), float32
+        NaN where the landmark is missing.
+    """
+    _check_4d(outputs)
+    n, k, height, width = outputs.shape
+    if target_px.shape != (n, k, 2):
+        raise ValueError(f"target_px shape {tuple(target_px.shape)} does not match outputs {(n, k)}")
+    target = gaussian_heatmaps(target_px.to(outputs.device), width, height, sigma_px)
+    mse = ((outputs.float() - target) ** 2).sum(dim=(-2, -1))  # (N, K)
+    present = torch.isfinite(target_px.to(outputs.device)).all(dim=-1)
+    return torch.where(present, mse, torch.full_like(mse, float("nan")))
+
+
+def gaussian_mse(outputs: torch.Tensor, target_px: torch.Tensor, sigma_px: float = DEFAULT_SIGMA_PX) -> torch.Tensor:
+    r"""The Gaussian-target squared-error loss, averaged over present landmarks.
+
+    .. math:: \mathcal{L}_\mathrm{MSE} = \frac{1}{|P|} \sum_{(n, k) \in P}
+        \sum_i \left(h_{n,k}(i) - g_{n,k}(i)\right)^2
+
+    (the per-pixel mean squared error times :math:`HW`; see :func:`gaussian_mse_per_landmark`).
+
+    Parameters
+    ----------
+    outputs : Tensor, shape (N, K, H, W)
+    target_px : Tensor, shape (N, K, 2)
+        NaN marks a missing landmark.
+    sigma_px : float
+
+    Returns
+    -------
+    Tensor, scalar float32
+        Raises :class:`ValueError` if no landmark is present.
+    """
+    per_landmark = gaussian_mse_per_landmark(outputs, target_px, sigma_px)  # (N, K)
+    present = ~torch.isnan(per_landmark)
+    if not bool(present.any()):
+        raise ValueError("no landmark is present in this batch: the loss is undefined")
+    return per_landmark[present].mean()
 
 
 def argmax_2d(maps: torch.Tensor) -> torch.Tensor:

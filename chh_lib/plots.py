@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.metrics import ReliabilityBins
@@ -635,4 +636,59 @@ def _root_figure(axes: Axes) -> Figure:
     figure = axes.get_figure()
     while not isinstance(figure, Figure):  # a SubFigure: walk up to the figure that holds it
         figure = figure.figure
+    return figure
+
+
+def learning_curves(
+    history: pandas.DataFrame,
+    uniform_loss: float | None = None,
+    loss_label: str = "NLL (nats)",
+    ax: Axes | None = None,
+    reference_label: str = "uniform heatmap",
+) -> Figure:
+    r"""The training loss per epoch, the held-out loss beside it when recorded, and the learning rate.
+
+    Parameters
+    ----------
+    history : DataFrame
+        One row per epoch with ``epoch``, ``loss`` and ``lr``, and optionally ``held_out_loss``
+        (as :func:`chh_lib.workflow.training_history` returns it).
+    uniform_loss : float, optional
+        Drawn as a dashed line: the loss of a uniform heatmap, :math:`\log HW` for the NLL.
+    loss_label : str
+        Label of the loss axis.
+    ax : Axes, optional
+        Where to draw (its figure is returned); a new figure otherwise.
+    reference_label : str
+        Legend entry of the dashed line (followed by its value).
+
+    Returns
+    -------
+    Figure
+        Loss on the left axis (from 0), learning rate on a logarithmic right axis.
+    """
+    if ax is None:
+        figure = Figure(figsize=(7.5, 4), layout="constrained")
+        ax = figure.add_subplot()
+    else:
+        figure = _root_figure(ax)
+    epochs = np.asarray(history["epoch"], dtype=np.float64)
+    ax.plot(epochs, np.asarray(history["loss"], dtype=np.float64), marker="o", markersize=3, color="tab:blue",
+            label="training")
+    if "held_out_loss" in history and np.isfinite(np.asarray(history["held_out_loss"], dtype=np.float64)).any():
+        ax.plot(epochs, np.asarray(history["held_out_loss"], dtype=np.float64), marker="s", markersize=3,
+                color="tab:red", label="held-out")
+    if uniform_loss is not None:
+        ax.axhline(uniform_loss, color="grey", linestyle="--", linewidth=1, label=f"{reference_label} ({uniform_loss:.2f})")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(loss_label)
+    ax.set_ylim(bottom=0)
+    lr_axes = ax.twinx()
+    lr_axes.step(epochs, np.asarray(history["lr"], dtype=np.float64), where="mid", color="tab:orange", linewidth=1,
+                 label="learning rate")
+    lr_axes.set_yscale("log")
+    lr_axes.set_ylabel("learning rate")
+    handles = ax.get_legend_handles_labels()[0] + lr_axes.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="best", fontsize=8)
     return figure

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,9 @@ def _checkpoint_epochs(run_dir: Path) -> tuple[int, int] | None:
 
 def train_or_reuse(
     run_dir: Path, data_dir: Path, profile: str, device: str = "auto", seed: int = 0,
-    retrain: bool = False, progress: bool = False,
+    retrain: bool = False, progress: bool = False, loss: str = "one_hot_nll", epochs: int | None = None,
+    held_out_split: str | None = None,
+    on_epoch_end: Callable[[dict[str, float], int], None] | None = None,
 ) -> TrainingOutcome:
     """Train the profile's model into ``run_dir``, or reuse (or finish) the one already there.
 
@@ -284,7 +287,16 @@ def train_or_reuse(
         training log are replaced).
     progress : bool
         Show tqdm progress bars.
+    loss : str
+        ``one_hot_nll`` (the paper's) or ``gaussian_mse`` (see :func:`chh_lib.engine.train`).
+    epochs : int, optional
+        Train this many epochs instead of the profile's (a new run only).
+    held_out_split : str, optional
+        A split (e.g. ``calibration``) whose loss is recorded after every epoch as ``held_out_loss``.
+    on_epoch_end : callable, optional
+        ``on_epoch_end(stats, num_epochs)`` after each epoch (e.g. :func:`chh_lib.engine.print_epoch`).
     """
+    from chh_lib.data.dataset import LandmarkDataset
     from chh_lib.data.formats import read_landmark_data
     from chh_lib.devices import choose_device
     from chh_lib.engine import LAST_CHECKPOINT, make_training_dataset, train
@@ -306,9 +318,15 @@ def train_or_reuse(
     else:
         config = profile_config(profile)
         config.train.seed = int(seed)
+        if epochs is not None:
+            config.train.epochs = int(epochs)
     data = read_landmark_data(data_dir, protocol=config.data.protocol)
-    dataset = make_training_dataset(config, data.split("train"), default_cache_dir(data_dir, run_dir))
-    train(config, dataset, run_dir, data_dir, choose_device(device), resume=resume, progress=progress)
+    cache_dir = default_cache_dir(data_dir, run_dir)
+    dataset = make_training_dataset(config, data.split("train"), cache_dir)
+    held_out = None if held_out_split is None else LandmarkDataset(data.split(held_out_split),
+                                                                   config.data.image_size, cache_dir)
+    train(config, dataset, run_dir, data_dir, choose_device(device), resume=resume, progress=progress, loss=loss,
+          held_out=held_out, on_epoch_end=on_epoch_end)
     return TrainingOutcome(run_dir, "resumed" if resume else "trained", time.perf_counter() - start)
 
 
@@ -389,7 +407,7 @@ def training_history(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(history, columns=["epoch", "loss", "lr", "images_per_s", "seconds"])
 
 
-def save_figure(figure: Any, path: Path, dpi: int = 80, show: bool = True) -> None:
+def save_figure(figure: Any, path: Path, dpi: int = 110, show: bool = True) -> None:
     """Save a matplotlib figure as PNG (atomically) and display it inline in a notebook.
 
     Returns nothing, so that a cell ending with this call shows only the figure.

@@ -4,11 +4,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from helpers import make_tiny_csv, make_tiny_isbi, make_tiny_labelme
+import pytest
+from helpers import (
+    make_labelme_export,
+    make_tiny_csv,
+    make_tiny_isbi,
+    make_tiny_labelme,
+)
 
 from chh_lib.cli import main
+from chh_lib.config import load_yaml, save_yaml
 from chh_lib.data.check import check_data
 from chh_lib.data.formats import write_isbi_case
+from chh_lib.data.phantom_dataset import write_phantom_dataset
 
 
 def test_clean_isbi_data_set(tmp_path, capsys):
@@ -70,3 +78,60 @@ def test_labelme_and_csv_sets_check(tmp_path):
     path.write_text(json.dumps(document))
     report = check_data(tmp_path / "lm")
     assert not report.ok and any("appears more than once" in p for p in report.problems)
+
+
+def test_along_across_ratio_without_and_with_known_contours(tmp_path, capsys):
+    # Real-looking data: no contours known, so the ratio is taken along each landmark's principal axis.
+    written = make_tiny_isbi(tmp_path / "isbi", images_per_split=5, size=(40, 50))
+    report = check_data(tmp_path / "isbi")
+    assert report.tangent_source == "principal axis"
+    difference = np.stack([(a[0] - a[1]) * 0.1 for a in written.values()])  # (N, K, 2) mm
+    for k in (0, 7):
+        eigenvalues = np.linalg.eigvalsh(np.cov(difference[:, k].T))
+        assert report.along_across_ratio[k] == pytest.approx(np.sqrt(eigenvalues[1] / eigenvalues[0]), rel=1e-9)
+    # A phantom: along the generator's tangents, the same numbers `chh phantom` prints.
+    summary = write_phantom_dataset(tmp_path / "phantom", num_images=9, seed=1, image_size=(160, 200))
+    report = check_data(tmp_path / "phantom")
+    assert report.tangent_source == "phantom generator"
+    np.testing.assert_allclose(report.along_across_ratio, summary.along_across_ratio, rtol=1e-12)
+    assert main(["data", "check", str(tmp_path / "phantom")]) == 0
+    out = capsys.readouterr().out
+    assert "SD along/across" in out and "phantom generator" in out
+
+
+def test_labelme_export_with_other_image_paths_checks_ok_with_one_warning(tmp_path, capsys):
+    # As published: 001.json beside 001.tif, "imagePath": "1.tif", the image embedded in imageData.
+    make_labelme_export(tmp_path, ["{n}.tif"] * 10)
+    report = check_data(tmp_path)
+    assert report.ok and report.problems == []
+    assert report.split_counts == {"train": 7, "calibration": 1, "test": 2}
+    assert len(report.warnings) == 1
+    assert report.warnings[0].startswith("10 labelme files name another imagePath; paired by file name (e.g. ")
+    assert main(["data", "check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("another imagePath") == 1 and "1 warnings:" in out and "OK: no problem" in out
+
+
+def test_labelme_export_size_mismatch_and_strict_image_path_fail_the_check(tmp_path, capsys):
+    make_labelme_export(tmp_path, ["C:\\data\\img\\{n}.tif"] * 10)
+    path = tmp_path / "cephalograms" / "007.json"
+    document = json.loads(path.read_text())
+    document["imageHeight"] = 300
+    path.write_text(json.dumps(document))
+    report = check_data(tmp_path)
+    assert not report.ok
+    assert report.problems == [
+        f"{path}: image size 40x300 in the file, but the image is 40x30; its imagePath names '7.tif', not '007.tif'"
+    ]
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("9 labelme files name another imagePath")
+    descriptor = load_yaml(tmp_path / "dataset.yaml")
+    descriptor["image_path"] = "strict"
+    save_yaml(descriptor, tmp_path / "dataset.yaml")
+    report = check_data(tmp_path)
+    assert len(report.problems) == 11  # every file, then the empty training split
+    assert report.problems[0] == (
+        f"{tmp_path / 'cephalograms' / '001.json'}: imagePath '1.tif' does not match the image '001.tif'"
+    )
+    assert report.problems[-1] == f"{tmp_path}: the 'train' split has no usable image"
+    assert main(["data", "check", str(tmp_path)]) == 1
+    assert "NOT OK" in capsys.readouterr().out

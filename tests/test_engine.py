@@ -13,14 +13,22 @@ from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import read_landmark_data
 from chh_lib.engine import (
     LAST_CHECKPOINT,
+    as_distribution,
+    batch_loss,
+    decode_heatmaps,
+    format_epoch,
+    held_out_loss,
     learning_rate_factor,
     load_checkpoint,
     model_from_checkpoint,
+    per_landmark_loss,
     predict,
     save_checkpoint,
     train,
 )
-from chh_lib.errors import CheckpointError
+from chh_lib.errors import CheckpointError, ConfigError
+from chh_lib.heatmaps import target_flat_index
+from chh_lib.metrics import spatial_spread_mm
 
 
 @pytest.fixture()
@@ -132,3 +140,144 @@ def test_manifest_says_when_imagenet_weights_were_missing(tiny, monkeypatch):
     train(config, dataset, tmp_path / "run", tmp_path / "data", torch.device("cpu"), resume=True, progress=False)
     resumed = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert resumed["encoder_init"] == "scratch" and resumed["encoder_init_note"] == manifest["encoder_init_note"]
+
+
+def test_per_landmark_loss_averages_to_the_batch_loss():
+    torch.manual_seed(0)
+    outputs = torch.randn(2, 3, 5, 4)
+    target_px = torch.tensor([[[1.0, 2.0], [np.nan, np.nan], [3.0, 4.0]], [[0.0, 0.0], [2.4, 1.6], [np.nan, 1.0]]])
+    batch = {"target_px": target_px, "target_index": target_flat_index(target_px, 4, 5)}
+    for loss in ("one_hot_nll", "gaussian_mse"):
+        values = per_landmark_loss(loss, outputs, batch, sigma_px=1.5)  # (N, K)
+        assert values.shape == (2, 3)
+        assert torch.isnan(values[0, 1]) and torch.isnan(values[1, 2]) and torch.isfinite(values[0, 0])
+        present = ~torch.isnan(values)
+        assert batch_loss(loss, outputs, batch, 1.5).item() == pytest.approx(values[present].mean().item(), rel=1e-6)
+    with pytest.raises(ConfigError, match="unknown training loss 'l1'"):
+        batch_loss("l1", outputs, batch)
+
+
+def test_held_out_loss_is_recorded_and_leaves_training_unchanged(tiny):
+    tmp_path, config, dataset = tiny
+    data = read_landmark_data(tmp_path / "data")
+    held_out = LandmarkDataset(data.split("calibration"), config.data.image_size, tmp_path / "cache")
+    seen = []
+    plain = train(config, dataset, tmp_path / "plain", tmp_path / "data", torch.device("cpu"), progress=False)
+    result = train(config, dataset, tmp_path / "run", tmp_path / "data", torch.device("cpu"), progress=False,
+                   held_out=held_out, on_epoch_end=lambda stats, epochs: seen.append((stats["epoch"], epochs)))
+    assert seen == [(1, 2), (2, 2)]
+    assert [row["loss"] for row in result.history] == [row["loss"] for row in plain.history]
+    state, plain_state = (load_checkpoint(r.checkpoint_path)["model_state"] for r in (result, plain))
+    assert all(torch.equal(state[k], plain_state[k]) for k in state)
+    # the last epoch's held-out loss is the NLL of the final model on the held-out images
+    model = model_from_checkpoint(load_checkpoint(result.checkpoint_path), result.checkpoint_path)
+    nll = predict(model, held_out, torch.device("cpu")).nll
+    assert result.history[-1]["held_out_loss"] == pytest.approx(float(np.nanmean(nll)), rel=1e-5)
+    assert held_out_loss(model, held_out, torch.device("cpu")) == pytest.approx(float(np.nanmean(nll)), rel=1e-5)
+    header = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0]
+    assert header == "epoch,loss,held_out_loss,lr,images_per_s,seconds"
+    assert (tmp_path / "plain" / "train_log.csv").read_text().splitlines()[0] == "epoch,loss,lr,images_per_s,seconds"
+    line = format_epoch(result.history[-1], 2)
+    assert line.startswith("epoch 2/2: training loss ") and "held-out loss" in line and "images/s" in line
+
+
+def test_gaussian_mse_training_is_recorded_and_resume_keeps_the_loss(tiny):
+    tmp_path, config, dataset = tiny
+    config.train.epochs = 1
+    run_dir = tmp_path / "mse"
+    result = train(config, dataset, run_dir, tmp_path / "data", torch.device("cpu"), progress=False,
+                   loss="gaussian_mse", sigma_px=1.5)
+    assert np.isfinite(result.history[0]["loss"]) and result.history[0]["loss"] > 0
+    objective = {"name": "gaussian_mse", "sigma_px": 1.5}
+    assert load_checkpoint(result.checkpoint_path)["loss"] == objective
+    assert json.loads((run_dir / "manifest.json").read_text())["loss"] == objective
+    config.train.epochs = 2
+    with pytest.raises(ConfigError, match="trained with loss .*gaussian_mse.* cannot resume"):
+        train(config, dataset, run_dir, tmp_path / "data", torch.device("cpu"), resume=True, progress=False)
+    resumed = train(config, dataset, run_dir, tmp_path / "data", torch.device("cpu"), resume=True, progress=False,
+                    loss="gaussian_mse", sigma_px=1.5)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    with pytest.raises(ConfigError, match="unknown training loss"):
+        train(config, dataset, tmp_path / "x", tmp_path / "data", torch.device("cpu"), progress=False, loss="mae")
+
+
+@pytest.mark.parametrize("name, options", [("unet_small", {"width_multiplier": 0.25}),
+                                           ("unet_resnet34", {})])
+def test_regression_output_starts_near_zero(name, options):
+    from chh_lib.engine import REGRESSION_HEAD_INIT_STD, _init_output_near_zero
+    from chh_lib.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, 19, **options).eval()
+    images = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        before = float(model(images).abs().mean())
+        _init_output_near_zero(model, 19)
+        after = float(model(images).abs().mean())
+    layer = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 19][-1]
+    assert abs(float(layer.weight.detach().std()) - REGRESSION_HEAD_INIT_STD) < 0.2 * REGRESSION_HEAD_INIT_STD
+    assert float(layer.bias.abs().max()) == 0.0
+    # the first output of a network regressed onto heatmaps is close to zero (and far smaller than before)
+    assert after < 0.05 and after < before / 20
+    with pytest.raises(ConfigError, match="no output convolution with 7 channels"):
+        _init_output_near_zero(model, 7)
+
+
+def test_only_the_mse_network_gets_the_near_zero_output(tiny):
+    tmp_path, config, dataset = tiny
+    config.train.epochs = 1
+    config.train.lr = 1e-12  # the weights stay (almost) where they started
+    nll = train(config, dataset, tmp_path / "nll", tmp_path / "data", torch.device("cpu"), progress=False)
+    mse = train(config, dataset, tmp_path / "mse", tmp_path / "data", torch.device("cpu"), progress=False,
+                loss="gaussian_mse")
+
+    def head_std(path):
+        state = load_checkpoint(path)["model_state"]
+        weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 4 and v.shape[0] == 19]
+        return float(weights[-1].std())
+    assert head_std(mse.checkpoint_path) < 2e-3 < head_std(nll.checkpoint_path)
+
+
+class _FixedOutput(torch.nn.Module):
+    """A 'model' that returns the same (K, H, W) maps for every image."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        super().__init__()
+        self.maps = maps
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.maps.expand(len(images), *self.maps.shape).clone()
+
+
+def test_as_distribution_softmax_or_clipped():
+    outputs = torch.tensor([[[[-1.0, 1.0], [3.0, 0.0]]]])  # (1, 1, 2, 2)
+    assert torch.allclose(as_distribution(outputs, "logits").flatten(), torch.softmax(outputs.flatten(), 0))
+    assert torch.allclose(as_distribution(outputs, "heatmap").flatten(), torch.tensor([0.0, 0.25, 0.75, 0.0]))
+    assert torch.equal(as_distribution(-torch.ones(1, 1, 2, 2), "heatmap"), torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="unknown output kind"):
+        as_distribution(outputs, "probabilities")
+
+
+def test_decode_heatmaps_arg_max_and_significant_spread(tiny):
+    _, config, dataset = tiny
+    width, height = config.data.image_size
+    maps = torch.full((19, height, width), -0.01)  # small negative noise: clipped away for "heatmap"
+    maps[:, 10, 4:7] = 1.0  # a horizontal segment of three pixels...
+    maps[:, 10, 5] = 2.0  # ...peaked in its middle
+    maps[:, 0, 0] = 0.05  # 2.5 % of the peak: outside the significant set at cutoff 0.05
+    pred_px, spread_mm = decode_heatmaps(_FixedOutput(maps), dataset, torch.device("cpu"), output="heatmap")
+    assert pred_px.shape == (len(dataset), 19, 2) and spread_mm.shape == (len(dataset), 19)
+    assert np.array_equal(pred_px[..., 0], np.full((len(dataset), 19), 5.0)) and (pred_px[..., 1] == 10).all()
+    # significant part: weights (1, 2, 1)/4 at x = 4, 5, 6: variance 0.5 px^2 along x, none along y
+    expected = np.sqrt(0.5) * dataset.pixel_size_mm[:, 0]
+    np.testing.assert_allclose(spread_mm, np.repeat(expected[:, None], 19, axis=1), rtol=1e-5)
+    # without the cutoff the far pixel counts and the spread grows
+    _, all_pixels = decode_heatmaps(_FixedOutput(maps), dataset, torch.device("cpu"), output="heatmap", cutoff=0.0)
+    assert (all_pixels > spread_mm).all()
+    # logits: the spread of the softmax's significant part, as spatial_spread_mm computes it
+    _, soft = decode_heatmaps(_FixedOutput(maps * 5), dataset, torch.device("cpu"), output="logits")
+    heatmaps = torch.softmax((maps * 5)[None].flatten(2), dim=-1).reshape(1, 19, height, width)
+    peak = heatmaps.amax(dim=(-2, -1), keepdim=True)
+    significant = torch.where(heatmaps > 0.05 * peak, heatmaps, torch.zeros_like(heatmaps))
+    pixel = torch.as_tensor(dataset.pixel_size_mm[:1]).float()
+    np.testing.assert_allclose(soft[0], spatial_spread_mm(significant, pixel)[0].numpy(), rtol=1e-5)

@@ -1,6 +1,8 @@
 """2D softmax, one-hot NLL, arg-max decoding and mode probability."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,9 @@ from chh_lib.heatmaps import (
     MISSING_INDEX,
     argmax_2d,
     check_finite,
+    gaussian_heatmaps,
+    gaussian_mse,
+    gaussian_mse_per_landmark,
     log_softmax_2d,
     mode_probability,
     one_hot_nll,
@@ -109,3 +114,55 @@ def test_target_nll_per_pair_with_nan_for_missing():
     assert torch.isnan(nll[0, 2]) and torch.isnan(nll[1, 1])
     present = target_index != MISSING_INDEX
     assert nll[present].mean().item() == pytest.approx(one_hot_nll(logits, target_index).item(), rel=1e-6)
+
+
+def test_one_hot_nll_gradient_is_softmax_minus_one_hot():
+    """d(-log p_t)/dz = p - onehot, divided by the number of present pairs."""
+    torch.manual_seed(1)
+    logits = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    target_index = torch.tensor([[5, 11]])
+    one_hot_nll(logits, target_index).backward()
+    expected = softmax_2d(logits.detach()).double().flatten(2)  # (1, 2, 12)
+    expected[0, 0, 5] -= 1.0
+    expected[0, 1, 11] -= 1.0
+    np.testing.assert_allclose(logits.grad.flatten(2).numpy(), expected.numpy() / 2, atol=1e-6)
+
+
+def test_gaussian_heatmaps_peak_width_and_missing():
+    target = torch.tensor([[[2.0, 1.0], [float("nan"), 1.0], [0.5, 0.0]]])  # (1, 3, 2): (x, y)
+    maps = gaussian_heatmaps(target, width=5, height=3, sigma_px=2.0)
+    assert maps.shape == (1, 3, 3, 5) and maps.dtype == torch.float32
+    assert maps[0, 0, 1, 2].item() == pytest.approx(1.0)
+    assert maps[0, 0, 1, 4].item() == pytest.approx(math.exp(-4 / 8))  # 2 px right: exp(-d^2 / 2 sigma^2)
+    assert maps[0, 0, 0, 1].item() == pytest.approx(math.exp(-2 / 8))  # (-1, -1): d^2 = 2
+    assert torch.equal(maps[0, 1], torch.zeros(3, 5))  # missing: no target
+    assert maps[0, 2, 0, 0].item() == pytest.approx(maps[0, 2, 0, 1].item())  # x = 0.5: between two columns
+    with pytest.raises(ValueError, match="sigma_px must be positive"):
+        gaussian_heatmaps(target, 5, 3, sigma_px=0.0)
+    with pytest.raises(ValueError, match=r"\(N, K, 2\)"):
+        gaussian_heatmaps(target[0], 5, 3)
+
+
+def test_gaussian_mse_per_landmark_and_mean_over_present():
+    target = torch.tensor([[[1.0, 1.0], [float("nan"), float("nan")]], [[3.0, 2.0], [0.0, 0.0]]])  # (2, 2, 2)
+    outputs = torch.zeros(2, 2, 3, 4)
+    outputs[1, 1, 0, 0] = 1.0  # exactly its Gaussian's peak; the rest of that map is 0
+    per_landmark = gaussian_mse_per_landmark(outputs, target, sigma_px=1.0)
+    targets = gaussian_heatmaps(torch.nan_to_num(target), 4, 3, 1.0)
+    assert per_landmark[0, 0].item() == pytest.approx((targets[0, 0] ** 2).sum().item())
+    assert torch.isnan(per_landmark[0, 1])
+    expected_11 = ((targets[1, 1] - outputs[1, 1]) ** 2).sum().item()
+    assert per_landmark[1, 1].item() == pytest.approx(expected_11)
+    present = ~torch.isnan(per_landmark)
+    assert gaussian_mse(outputs, target, 1.0).item() == pytest.approx(per_landmark[present].mean().item())
+    assert gaussian_mse(gaussian_heatmaps(target, 4, 3, 1.0), target, 1.0).item() == pytest.approx(0.0, abs=1e-12)
+    leaf = outputs.clone().requires_grad_(True)
+    gaussian_mse(leaf, target, 1.0).backward()
+    assert torch.isfinite(leaf.grad).all() and torch.equal(leaf.grad[0, 1], torch.zeros(3, 4))  # missing: no gradient
+    with pytest.raises(ValueError, match="no landmark"):
+        gaussian_mse(outputs[:, 1:] * 0, torch.full((2, 1, 2), float("nan")), 1.0)
+    with pytest.raises(ValueError, match="does not match"):
+        gaussian_mse_per_landmark(outputs, target[:, :1], 1.0)
+    # a zero output away from the borders scores sum g^2 = about pi sigma^2, whatever the grid
+    centre = torch.tensor([[[50.0, 40.0]]])
+    assert gaussian_mse(torch.zeros(1, 1, 80, 100), centre, 2.0).item() == pytest.approx(math.pi * 4, rel=1e-4)

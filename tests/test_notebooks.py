@@ -242,7 +242,16 @@ def test_smoke_01_data_exploration(smoke_series):
     assert metrics["median_contour_along_across_ratio"] > 3.0
     assert metrics["point_landmark_along_across_ratio"]["S"] < metrics["median_contour_along_across_ratio"]
     assert len(metrics["per_landmark_mean_distance_mm"]) == 19
-    for name in ("examples", "annotator_ellipses", "hard_cases", "augmentation_preview"):
+    # The along/across ratio is measured along the generator's tangents (the definition `chh phantom`
+    # prints) and recovers the generator's parameters within the sampling error of 24 images (~21 %).
+    assert metrics["tangent_source"] == "phantom generator"
+    measured, generator = metrics["per_landmark_along_across_ratio"], metrics["per_landmark_generator_ratio"]
+    assert measured["S"] is None and generator["S"] is None
+    gaps = sorted(abs(measured[a] / generator[a] - 1) for a in measured if a != "S")
+    assert gaps[len(gaps) // 2] < 0.35 and gaps[-1] < 0.8
+    assert metrics["median_contour_pooled_ratio"] > 2.0
+    for name in ("examples", "annotator_ellipses", "annotator_ellipses_on_image", "hard_cases",
+                 "augmentation_preview"):
         assert (run_dir / "01_data_exploration" / f"{name}.png").stat().st_size > 1000
 
 
@@ -260,7 +269,28 @@ def test_smoke_02_one_hot_training(smoke_series):
     assert all(0 <= v <= 100 for v in metrics["sdr_percent"].values())
     assert (run_dir / "model" / "checkpoints" / "last.pt").is_file()
     assert (run_dir / "model" / "eval_test" / "metrics.json").is_file()
+    # the network summary counts the smoke profile's U-Net
+    from chh_lib.model import build_model, count_parameters
 
+    assert metrics["num_parameters"] == count_parameters(build_model("unet_small", 19, width_multiplier=0.5))
+    # one Adam step on a batch lowers that batch's NLL; the held-out NLL is recorded per epoch
+    assert metrics["step_nll_after"] < metrics["step_nll_before"]
+    assert 0 < metrics["final_held_out_nll"] < metrics["uniform_nll"] + 1
+    # the arg-max floor at 3 mm pixels (64 x 80): measured on the test targets, and 0.383 s for a uniform offset
+    assert math.isclose(metrics["uniform_offset_floor_mm"], 3.0 * (math.sqrt(2) + math.asinh(1)) / 6, rel_tol=1e-6)
+    assert math.isclose(metrics["quantisation_floor_mm"], metrics["uniform_offset_floor_mm"], rel_tol=0.1)
+    assert set(metrics["mre_by_group_mm"]) == {"normal", "hard", "all"}
+    assert math.isclose(metrics["mre_by_group_mm"]["all"], metrics["mre_mm"], rel_tol=1e-9)
+    assert math.isclose(metrics["sd_by_group_mm"]["all"], metrics["mre_sd_mm"], rel_tol=1e-9)
+    # the Gaussian-target MSE network trains with the same schedule; both are decoded on the test split
+    assert metrics["mse_epochs"] == 2 and metrics["mse_sigma_px"] == 2.0 and metrics["mse_final_train_loss"] > 0
+    assert set(metrics["comparison"]) == {"one-hot NLL", "Gaussian MSE"}
+    assert math.isclose(metrics["comparison"]["one-hot NLL"]["mre_mm"], metrics["mre_mm"], rel_tol=1e-6)
+    assert metrics["nll_model_mre_mm"] == metrics["comparison"]["one-hot NLL"]["mre_mm"]
+    assert metrics["mse_model_mre_mm"] == metrics["comparison"]["Gaussian MSE"]["mre_mm"]
+    assert all(row["median_spread_mm"] > 0 for row in metrics["comparison"].values())
+    assert (run_dir / "02_one_hot_heatmap_training" / "gaussian_mse_model" / "checkpoints" / "last.pt").is_file()
+    assert metrics["exercises_attempted"] == metrics["exercises_passed"] == 0  # the placeholders
 
 
 def test_smoke_03_temperature_calibration(smoke_series):
@@ -280,9 +310,19 @@ def test_smoke_03_temperature_calibration(smoke_series):
     assert 0 < metrics["temperature_min"] <= metrics["temperature_median"] <= metrics["temperature_max"]
     assert len(metrics["temperatures"]) == 19
     assert 0 <= metrics["share_in_last_chh_bin"] <= 1
+    # The run's temperatures come from chh calibrate's default scope, the one cross-validation favours.
+    assert metrics["stored_scope"] == metrics["cv_better_scope"]
+    stored = list(metrics["stored_temperatures"].values())
+    if metrics["stored_scope"] == "global":
+        assert stored == pytest.approx([metrics["global_temperature"]] * 19, rel=1e-5)
+    else:
+        assert stored == pytest.approx(list(metrics["temperatures"].values()), rel=1e-5)
+    for key in ("nll_after_per_landmark", "nll_after_global"):
+        assert 0 < metrics[key] < math.log(64 * 80) + 5
     for name in ("toy_temperatures", "confidence_histogram", "reliability_chh_bins", "reliability_adaptive_bins",
-                 "temperatures"):
+                 "temperatures", "temperature_scope"):
         assert (run_dir / "03_temperature_calibration" / f"{name}.png").stat().st_size > 1000
+    assert metrics["exercises_attempted"] == 0 and metrics["exercises_passed"] == 0
 
 
 def test_smoke_04_expected_radial_error(smoke_series):
@@ -294,8 +334,13 @@ def test_smoke_04_expected_radial_error(smoke_series):
     assert 0 <= metrics["max_abs_difference_mm"] < 1e-6
     assert 0 < metrics["num_pairs"] <= 9 * 19 and metrics["num_bins"] == metrics["num_pairs"] // 36
     assert 0 < metrics["ere_mean_mm"] < 250 and 0 < metrics["mre_mm"] < 250
-    for key in ("binned_pearson", "spearman"):
+    for key in ("pearson", "spearman", "binned_pearson", "binned_pearson_without_top_bin",
+                "binned_pearson_shuffled_p95"):
         assert metrics[key] is None or -1 <= metrics[key] <= 1
+    assert 0 <= metrics["contour_example_ere_share_beyond_crop"] <= 1
+    medians, means = metrics["per_landmark_median_ere_mm"], metrics["per_landmark_mean_ere_mm"]
+    assert set(medians) == set(means) and len(medians) == 19
+    assert all(0 <= medians[k] < 250 and 0 <= means[k] < 250 for k in medians)
     # A higher cutoff keeps fewer distant pixels: the mean ERE cannot grow with it.
     by_cutoff = [metrics["mean_ere_by_cutoff_mm"][c] for c in sorted(metrics["mean_ere_by_cutoff_mm"], key=float)]
     assert all(a >= b - 1e-9 for a, b in zip(by_cutoff, by_cutoff[1:]))
@@ -360,27 +405,58 @@ def test_smoke_05_uncertainty_roc(smoke_series):
         sets = metrics[split]
         assert sets["good_set"]["count"] + sets["erroneous_set"]["count"] == metrics["num_predictions"]
     assert 0 <= metrics["splits_disagree"] <= metrics["num_predictions"]
-    for name in ("roc_curves", "flagged_gallery"):
+    # the paired bootstrap of AUROC(ERE) - AUROC(entropy): null with one class only, else an interval in [-1, 1]
+    for images in ("all images", "non-hard images"):
+        delta = metrics["auroc_difference_ere_minus_entropy"][images]
+        low, high = metrics["auroc_difference_ci95"][images]
+        assert delta is None or -1 <= delta <= 1
+        assert (low is None and high is None) or -1 <= low <= high <= 1
+    assert 0 <= metrics["outliers_on_hard_images"] <= metrics["num_predictions"]
+    # the gallery: the three kinds partition the outliers and the flagged inliers; at most three shown per kind
+    counts, shown = metrics["gallery_kind_counts"], metrics["gallery_shown"]
+    assert set(counts) == set(shown) == {"true positive", "false alarm", "missed outlier"}
+    assert all(0 <= shown[kind] <= min(3, counts[kind]) for kind in counts)
+    outlier_count = round(metrics["outlier_fraction"] * metrics["num_predictions"])
+    assert counts["true positive"] + counts["missed outlier"] == outlier_count
+    if metrics["ere_threshold_mm"] is not None:  # else the gallery falls back to the oracle threshold
+        assert counts["true positive"] + counts["false alarm"] == metrics["split_by_ere"]["erroneous_set"]["count"]
+    figures = ["roc_curves"] + (["flagged_gallery"] if any(shown.values()) else [])
+    for name in figures:
         assert (run_dir / "05_uncertainty_roc" / f"{name}.png").stat().st_size > 1000
+    # The published notebook runs to the end with the placeholders: no exercise attempted.
+    assert metrics["exercises_attempted"] == 0 and metrics["exercises_passed"] == 0
 
 
 def test_smoke_06_heatmap_inspector(smoke_series):
     run_dir, _ = smoke_series
     metrics = _metrics(run_dir, "06_heatmap_inspector")
     assert metrics["profile"] == "smoke" and metrics["num_test_images"] == 9
-    assert metrics["widgets_built"] is True and metrics["num_controls"] == 5
+    assert metrics["widgets_built"] is True and metrics["num_controls"] == 12
+    assert 1 <= metrics["cached_images"] <= metrics["cache_max_images"]  # the logits cache stays bounded
     shown = metrics["default_selection"]
     assert shown["landmark"] == "gonion" and shown["temperature"] > 0
     assert shown["ere_mm"] >= 0 and shown["radial_error_mm"] >= 0 and 0 < shown["mode_prob"] <= 1
+    threshold = metrics["ere_threshold_mm"]  # stored by calibration; None only when it chose none
+    if threshold is not None:
+        assert shown["flagged"] is (shown["ere_mm"] >= threshold)
+        assert metrics["worst"]["flagged"] is (metrics["worst"]["ere_mm"] >= threshold)
+    # A lower cutoff can only enlarge the significant set.
+    sweep_s = metrics["cutoff_sweep"]
+    assert sweep_s["cutoffs"] == sorted(sweep_s["cutoffs"])
+    assert all(a >= b >= 1 for a, b in itertools.pairwise(sweep_s["significant_pixels"]))
+    # "next outlier" shows the largest radial error of the split first.
     assert metrics["worst"]["radial_error_mm"] >= shown["radial_error_mm"]
     assert 1 <= metrics["worst"]["ere_rank"] <= 9 * 19
+    assert 0 <= metrics["num_false_alarms"] <= metrics["num_flagged"] <= 9 * 19
+    assert (metrics["first_false_alarm"] is None) == (metrics["num_false_alarms"] == 0)
     # The temperature flattens the heatmap but never moves its arg-max.
     sweep = metrics["temperature_sweep"]
     assert all(a >= b for a, b in itertools.pairwise(sweep["mode_prob"]))
     assert metrics["distinct_predictions_over_sweep"] == 1
-    for name in ("inspector_default", "contour_vs_sella", "worst_case", "temperature_effect",
+    for name in ("inspector_default", "cutoff_outline", "contour_vs_sella", "worst_case", "temperature_effect",
                  "temperature_sweep", "all_heatmaps"):
         assert (run_dir / "06_heatmap_inspector" / f"{name}.png").stat().st_size > 1000
+
 
 def test_published_copy_is_clean(smoke_series, tmp_path):
     run_dir, _ = smoke_series

@@ -5,13 +5,20 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from chh_lib.data.disagreement import along_across_sd
 from chh_lib.data.phantom import (
+    _SIGMA_ACROSS_MM,
+    _SIGMA_ALONG_MM,
     CONTOUR_LANDMARKS,
     FIELD_OF_VIEW_MM,
     HARD_KINDS,
     PHANTOM_VERSION,
     PhantomCase,
+    _annotations_mm,
+    _placed_anatomy,
     annotator_disagreement,
+    annotator_model_sd_mm,
+    contour_tangents_mm,
     generate_phantom,
     hard_case_mask,
     phantom_pixel_size_mm,
@@ -265,3 +272,46 @@ def test_rasteriser_coverage_is_exact_for_a_square() -> None:
     columns = coverage.sum(axis=0)
     assert (columns * np.arange(20)).sum() / columns.sum() == pytest.approx(9.5, abs=1e-5)
     np.testing.assert_allclose(coverage[8, 4:16], 2.0 * np.array([0.25] + [1.0] * 10 + [0.25]), atol=1e-5)
+
+
+def test_contour_tangents_without_rendering(small_cases: list[PhantomCase]) -> None:
+    pixel_mm = np.asarray(phantom_pixel_size_mm(SMALL))
+    contour = np.asarray(CONTOUR_LANDMARKS)
+    for index, case in enumerate(small_cases[:5]):
+        tangent = contour_tangents_mm(7, index)  # (19, 2), mm space
+        expected = case.tangent * pixel_mm
+        expected[contour] /= np.linalg.norm(expected[contour], axis=1, keepdims=True)
+        np.testing.assert_allclose(tangent, expected, atol=1e-12)
+    # anisotropic pixels: the same physical direction
+    wide = render_case(7, 0, (320, 200))
+    direction = wide.tangent * np.asarray(phantom_pixel_size_mm((320, 200)))
+    cosine = np.sum(direction[contour] * contour_tangents_mm(7, 0)[contour], axis=1)
+    np.testing.assert_allclose(cosine / np.linalg.norm(direction[contour], axis=1), 1.0, atol=1e-12)
+
+
+def test_annotator_model_matches_the_simulated_annotators() -> None:
+    # Many cases without rendering: the generator's first draws, then its annotators.
+    differences, tangents = [], []
+    for index in range(3000):
+        rng = np.random.default_rng([3, index])
+        _, landmarks_mm, tangent, _ = _placed_anatomy(rng)
+        marks = _annotations_mm(rng, landmarks_mm, tangent)
+        differences.append(marks[0] - marks[1])
+        tangents.append(tangent)
+    measured = along_across_sd(np.stack(differences), np.stack(tangents))
+    sd_along, sd_across = annotator_model_sd_mm()
+    contour = np.asarray(CONTOUR_LANDMARKS)
+    np.testing.assert_allclose(measured.sd_along_mm[contour], sd_along[contour], rtol=0.05)
+    np.testing.assert_allclose(measured.sd_across_mm[contour], sd_across[contour], rtol=0.05)
+    np.testing.assert_allclose(measured.ratio[contour], (sd_along / sd_across)[contour], rtol=0.07)
+    assert sd_along[SELLA] == sd_across[SELLA]
+    # The model's ratio is the ratio of the parameters sigma_along / sigma_across (no bias in an SD).
+    np.testing.assert_allclose((sd_along / sd_across)[contour], np.asarray(_SIGMA_ALONG_MM)[contour] / _SIGMA_ACROSS_MM)
+
+
+def test_annotator_disagreement_is_the_sd_ratio(small_cases: list[PhantomCase]) -> None:
+    pixel_mm = np.asarray(phantom_pixel_size_mm(SMALL))
+    difference = np.stack([c.annotations_px[0] - c.annotations_px[1] for c in small_cases]) * pixel_mm
+    tangents = np.stack([contour_tangents_mm(7, index) for index in range(len(small_cases))])
+    np.testing.assert_allclose(annotator_disagreement(small_cases, tuple(pixel_mm))["along_across_ratio"],
+                               along_across_sd(difference, tangents).ratio, rtol=1e-9)

@@ -1,13 +1,20 @@
 """`chh phantom` on disk: the ISBI layout, byte-identical output, the descriptor, the printed table."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from chh_lib.cli import main
 from chh_lib.config import load_yaml
+from chh_lib.data.disagreement import along_across_sd, annotator_differences_mm
 from chh_lib.data.formats import read_landmark_data
-from chh_lib.data.phantom_dataset import split_sizes, write_phantom_dataset
+from chh_lib.data.phantom_dataset import (
+    phantom_tangents_mm,
+    split_sizes,
+    write_phantom_dataset,
+)
 from chh_lib.errors import DataFormatError
 from chh_lib.landmarks import ISBI_2015
 
@@ -83,3 +90,34 @@ def test_printed_table_reports_contour_ratios_above_two(tmp_path, capsys):
     assert all(float(r) > 2 for r in ratios[1:])
     distances = [float(row[-2]) for row in rows]
     assert all(0.5 < d < 4 for d in distances)
+
+
+def test_cli_and_notebook_report_the_same_along_across_ratio(tmp_path, capsys):
+    # `chh phantom` (fresh and up to date) and notebook 01 compute the ratio through one function.
+    args = ["--num-images", "12", "--seed", "2", "--image-size", "160", "200"]
+    fresh = write_phantom_dataset(tmp_path, num_images=12, seed=2, image_size=(160, 200))
+    again = write_phantom_dataset(tmp_path, num_images=12, seed=2, image_size=(160, 200))
+    assert fresh.written and not again.written
+    data = read_landmark_data(tmp_path)
+    records = [r for name in ("train", "calibration", "test", "test2") for r in data.splits[name]]
+    tangents = phantom_tangents_mm(data, records)
+    assert tangents.shape == (12, 19, 2)
+    expected = along_across_sd(annotator_differences_mm(records), tangents).ratio
+    np.testing.assert_allclose(fresh.along_across_ratio, expected, rtol=1e-12)
+    np.testing.assert_allclose(again.along_across_ratio, expected, rtol=1e-12)
+    assert np.isnan(expected[0]) and (expected[1:] > 1).all()
+    assert main(["phantom", str(tmp_path), *args]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:21]
+    anterior_nasal_spine = ISBI_2015.index("anterior nasal spine")
+    assert rows[anterior_nasal_spine].split()[-1] == f"{expected[anterior_nasal_spine]:.1f}"
+
+
+def test_tangents_only_for_a_phantom_of_this_version(tmp_path):
+    write_phantom_dataset(tmp_path, num_images=3, seed=0, image_size=(160, 200))
+    data = read_landmark_data(tmp_path)
+    records = data.split("test")
+    assert phantom_tangents_mm(data, records).shape == (1, 19, 2)
+    older = dataclasses.replace(data, descriptor={**data.descriptor, "generator": {
+        **data.descriptor["generator"], "version": "0"}})
+    assert phantom_tangents_mm(older, records) is None
+    assert phantom_tangents_mm(dataclasses.replace(data, descriptor={}), records) is None

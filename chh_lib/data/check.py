@@ -10,7 +10,11 @@ decodes every image, and reports:
 * warnings that do not (listed, exit status 0): landmarks outside their image
   (they are treated as missing), annotation files without an image, missing
   landmarks, inconsistent or anisotropic pixel spacing;
-* counts per split and the per-landmark annotator disagreement in mm.
+* counts per split and the per-landmark annotator disagreement: the mean
+  distance in mm and the along/across ratio
+  (:func:`chh_lib.data.disagreement.along_across_sd`), along the generator's
+  contour tangents for a phantom, along the principal axis of the differences
+  otherwise (real data carries no contours).
 """
 from __future__ import annotations
 
@@ -19,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from chh_lib.data.formats import ImageRecord, LandmarkData, ProblemLog, read_image, read_landmark_data
+from chh_lib.data.disagreement import along_across_sd, annotator_differences_mm
+from chh_lib.data.formats import (
+    ImageRecord,
+    LandmarkData,
+    ProblemLog,
+    read_image,
+    read_landmark_data,
+)
+from chh_lib.data.phantom_dataset import phantom_tangents_mm
 from chh_lib.errors import DataFormatError
 
 #: Relative spread of pixel spacing across images above which a warning is given.
@@ -38,6 +50,10 @@ class CheckReport:
         Split name -> number of readable, annotated images.
     annotator_distance_mm : ndarray, shape (K,) or None
         Mean distance between the first two annotators per landmark (None with one annotator).
+    along_across_ratio : ndarray, shape (K,) or None
+        SD of their difference along the contour tangent over the SD across it (None with one annotator).
+    tangent_source : str or None
+        ``'phantom generator'`` or ``'principal axis'``: where the tangent of the ratio came from.
     """
 
     root: Path
@@ -48,6 +64,8 @@ class CheckReport:
     split_counts: dict[str, int] = field(default_factory=dict)
     missing_landmarks: int = 0
     annotator_distance_mm: np.ndarray | None = None
+    along_across_ratio: np.ndarray | None = None
+    tangent_source: str | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -83,6 +101,10 @@ def check_data(root: Path, protocol: str | None = None) -> CheckReport:
     if report.missing_landmarks:
         report.warnings.append(f"{report.missing_landmarks} landmarks are missing in at least one annotation")
     report.annotator_distance_mm = _annotator_distance_mm(kept, data.landmarks.num_landmarks)
+    if report.annotator_distance_mm is not None:
+        tangents = phantom_tangents_mm(data, kept)
+        report.along_across_ratio = along_across_sd(annotator_differences_mm(kept), tangents).ratio
+        report.tangent_source = "principal axis" if tangents is None else "phantom generator"
     return report
 
 
@@ -150,9 +172,13 @@ def format_report(report: CheckReport, max_lines: int = 30) -> str:
     if report.landmark_names:
         lines.append(f"{len(report.landmark_names)} landmarks, annotators: {', '.join(report.annotators)}")
     if report.annotator_distance_mm is not None:
-        lines.append(f"{'landmark':<28} {'annotator distance (mm)':>24}")
-        for name, distance in zip(report.landmark_names, report.annotator_distance_mm):
-            lines.append(f"{name:<28} {distance:>24.2f}")
+        ratios = report.along_across_ratio if report.along_across_ratio is not None else np.full(
+            len(report.landmark_names), np.nan)
+        lines.append(f"{'landmark':<28} {'annotator distance (mm)':>24} {'SD along/across':>16}")
+        for name, distance, ratio in zip(report.landmark_names, report.annotator_distance_mm, ratios):
+            lines.append(f"{name:<28} {distance:>24.2f} {'-' if np.isnan(ratio) else f'{ratio:.1f}':>16}")
+        if report.tangent_source:
+            lines.append(f"(along = the {report.tangent_source}'s direction at each landmark)")
     for title, items in (("problems", report.problems), ("warnings", report.warnings)):
         if items:
             lines.append(f"{len(items)} {title}:")

@@ -25,12 +25,14 @@ seeded with ``(seed, index)``; no global random state is used.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from chh_lib.data.disagreement import along_across_sd
 from chh_lib.landmarks import ISBI_2015
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "PHANTOM_VERSION",
     "PhantomCase",
     "annotator_disagreement",
+    "annotator_model_sd_mm",
+    "contour_tangents_mm",
     "generate_phantom",
     "hard_case_mask",
     "phantom_pixel_size_mm",
@@ -779,6 +783,79 @@ def _gamma_table(gamma: float) -> np.ndarray:
     return np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
 
 
+def _placed_anatomy(
+    rng: np.random.Generator,
+) -> tuple[list[_Structure], np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Random anatomy moved to a random pose (the first draws of every case).
+
+    Returns
+    -------
+    structures : list of _Structure
+        In the canonical frame; ``place`` moves their polygons.
+    landmarks_mm : ndarray, shape (19, 2)
+        Placed landmarks in mm.
+    tangents : ndarray, shape (19, 2)
+        Placed unit contour tangents in mm space, zero for non-contour landmarks.
+    place : callable
+        The pose, mapping (..., 2) canonical mm to placed mm.
+    """
+    structures, landmarks_mm, tangents = _anatomy(rng)
+    scale, rotation, translation = _pose(rng, landmarks_mm)
+    centre = np.asarray(_POSE_CENTRE_MM)
+
+    def place(points_mm: np.ndarray) -> np.ndarray:
+        return scale * (points_mm - centre) @ rotation.T + centre + translation
+
+    return structures, place(landmarks_mm), tangents @ rotation.T, place
+
+
+def annotator_model_sd_mm() -> tuple[np.ndarray, np.ndarray]:
+    """SD of the difference between the two simulated annotators that the generator's parameters imply.
+
+    Each annotator's offset along the tangent is ``_SIGMA_ALONG_MM[k]`` times a
+    standard normal draw clipped to ``[-_TRUNCATE_SIGMAS, _TRUNCATE_SIGMAS]``, scaled by the
+    annotator's ``_ANNOTATOR_NOISE_SCALE``; across it the same with
+    ``_SIGMA_ACROSS_MM``. The junior's constant bias along the contour does not
+    change an SD.
+
+    Returns
+    -------
+    sd_along_mm, sd_across_mm : ndarray, shape (19,)
+        Expected SD (mm) of the inter-annotator difference along and across the
+        contour; for sella (no contour) both are the isotropic SD of one axis.
+    """
+    c = _TRUNCATE_SIGMAS
+    density = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
+    inside = math.erf(c / math.sqrt(2))  # P(|z| < c)
+    clipped_variance = inside - 2 * c * density + c * c * (1.0 - inside)  # E[clip(z, -c, c)^2]
+    scale = np.sqrt(clipped_variance * np.sum(np.square(_ANNOTATOR_NOISE_SCALE)))
+    is_contour = np.asarray(CONTOUR_LANDMARKS)
+    along = np.where(is_contour, np.asarray(_SIGMA_ALONG_MM), _SIGMA_POINT_MM) * scale
+    across = np.where(is_contour, _SIGMA_ACROSS_MM, _SIGMA_POINT_MM) * scale
+    return along, across
+
+
+def contour_tangents_mm(seed: int, index: int) -> np.ndarray:
+    """The contour tangent at each landmark of phantom case ``index``, without rendering it.
+
+    The same tangents as ``render_case(seed, index, size).tangent`` but in mm
+    space (a physical direction, the same at every image size); along them the
+    simulated annotators' errors have the SDs ``_SIGMA_ALONG_MM``, across them
+    ``_SIGMA_ACROSS_MM``.
+
+    Parameters
+    ----------
+    seed, index : int
+        As for :func:`render_case`.
+
+    Returns
+    -------
+    ndarray, shape (19, 2), float64
+        Unit (x, y) tangents; zero for the non-contour landmark (sella).
+    """
+    return _placed_anatomy(np.random.default_rng([seed, index]))[2]
+
+
 def render_case(seed: int, index: int, image_size: tuple[int, int] = (640, 800), hard: bool = False) -> PhantomCase:
     """Render one phantom cephalogram.
 
@@ -807,15 +884,7 @@ def render_case(seed: int, index: int, image_size: tuple[int, int] = (640, 800),
     width_px, height_px = image_size
     pixel_mm = np.asarray(phantom_pixel_size_mm(image_size))
     rng = np.random.default_rng([seed, index])
-    structures, landmarks_mm, tangents = _anatomy(rng)
-    scale, rotation, translation = _pose(rng, landmarks_mm)
-    centre = np.asarray(_POSE_CENTRE_MM)
-
-    def place(points_mm: np.ndarray) -> np.ndarray:
-        return scale * (points_mm - centre) @ rotation.T + centre + translation
-
-    landmarks_mm = place(landmarks_mm)
-    tangents = tangents @ rotation.T
+    structures, landmarks_mm, tangents, place = _placed_anatomy(rng)
     annotations_mm = _annotations_mm(rng, landmarks_mm, tangents)
 
     brightness = rng.uniform(0.03, 0.12)
@@ -925,22 +994,17 @@ def annotator_disagreement(cases: Sequence[PhantomCase], pixel_size_mm: tuple[fl
     dict
         ``'mean_distance_mm'`` : ndarray (19,), mean Euclidean distance in mm
         between annotator 0 and annotator 1.
-        ``'along_across_ratio'`` : ndarray (19,), RMS of their difference
-        projected on the contour tangent over the RMS projected on the normal
-        (NaN for non-contour landmarks).
+        ``'along_across_ratio'`` : ndarray (19,), SD of their difference
+        projected on each case's contour tangent over the SD projected on the
+        normal (:func:`chh_lib.data.disagreement.along_across_sd`; NaN for
+        non-contour landmarks).
     """
     if len(cases) == 0:
         raise ValueError("need at least one case")
     pixel_mm = np.asarray(pixel_size_mm, dtype=np.float64)
-    difference_mm = np.stack([c.annotations_px[1] - c.annotations_px[0] for c in cases]) * pixel_mm
-    tangent_mm = _unit(np.stack([c.tangent for c in cases]) * pixel_mm)
-    normal_mm = np.stack([-tangent_mm[..., 1], tangent_mm[..., 0]], axis=-1)
-    along = np.sqrt(np.mean(np.sum(difference_mm * tangent_mm, axis=-1) ** 2, axis=0))
-    across = np.sqrt(np.mean(np.sum(difference_mm * normal_mm, axis=-1) ** 2, axis=0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = along / across
-    ratio[~np.asarray(CONTOUR_LANDMARKS)] = np.nan
+    difference_mm = np.stack([c.annotations_px[0] - c.annotations_px[1] for c in cases]) * pixel_mm
+    tangent_mm = np.stack([c.tangent for c in cases]) * pixel_mm  # a pixel-space direction in mm space
     return {
         "mean_distance_mm": np.linalg.norm(difference_mm, axis=-1).mean(axis=0),
-        "along_across_ratio": ratio,
+        "along_across_ratio": along_across_sd(difference_mm, tangent_mm).ratio,
     }

@@ -9,6 +9,7 @@ hard kinds (1 low contrast, 2 occluder, 4 cropped).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ from typing import Any
 import numpy as np
 
 from chh_lib.config import load_yaml
+from chh_lib.data.disagreement import along_across_sd, annotator_differences_mm
 from chh_lib.data.formats import (
     DESCRIPTOR_NAME,
     ISBI_ANNOTATORS,
     ISBI_FOLDERS,
+    ImageRecord,
+    LandmarkData,
     read_landmark_data,
     write_descriptor,
     write_isbi_case,
@@ -27,7 +31,7 @@ from chh_lib.data.formats import (
 from chh_lib.data.phantom import (
     CONTOUR_LANDMARKS,
     PHANTOM_VERSION,
-    annotator_disagreement,
+    contour_tangents_mm,
     generate_phantom,
     hard_case_mask,
     phantom_pixel_size_mm,
@@ -48,7 +52,9 @@ class PhantomSummary:
     split_counts : dict
         ISBI folder -> number of images.
     mean_distance_mm, along_across_ratio : ndarray, shape (K,)
-        Annotator disagreement per landmark (ratio NaN for non-contour landmarks).
+        Annotator disagreement per landmark: mean distance in mm, and the SD of the
+        difference along the contour tangent over the SD across it
+        (:func:`chh_lib.data.disagreement.along_across_sd`; NaN for non-contour landmarks).
     written : bool
         False when an identical phantom was already there and nothing was written.
     """
@@ -132,31 +138,49 @@ def write_phantom_dataset(
     if existing is not None and existing.get("generator") == descriptor["generator"] and not overwrite:
         if existing != descriptor:  # same images, descriptor from an older kit: bring it up to date
             write_descriptor(root, descriptor)
-        return _summary_from_disk(root, image_size)
+        return _summary_from_disk(root)
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise DataFormatError(
             f"{root}: folder is not empty and holds no phantom made with these arguments; "
             "choose another folder or pass --overwrite"
         )
 
-    light_cases = []
     for image_id, case in zip(image_ids, generate_phantom(num_images, seed, image_size, hard_fraction)):
         folder, stem = image_id.split("/")
         kinds = sum(HARD_KIND_BITS[kind] for kind in case.hard_kinds)
         write_isbi_case(
             root, folder, stem, case.image, case.annotations_px, extra_lines=(str(int(case.is_hard)), str(kinds))
         )
-        light_cases.append(dataclasses.replace(case, image=np.zeros((0, 0), dtype=np.uint8)))
     write_descriptor(root, descriptor)
-    stats = annotator_disagreement(light_cases, phantom_pixel_size_mm(image_size))
-    return PhantomSummary(
-        root=root,
-        split_counts=dict(zip(ISBI_FOLDERS, sizes)),
-        num_hard=len(hard_ids),
-        mean_distance_mm=stats["mean_distance_mm"],
-        along_across_ratio=stats["along_across_ratio"],
-        written=True,
-    )
+    # The statistics come from the files just written, exactly as for a phantom already on disk
+    # (and as notebook 01 computes them).
+    return dataclasses.replace(_summary_from_disk(root), written=True)
+
+
+def phantom_tangents_mm(data: LandmarkData, records: Sequence[ImageRecord]) -> np.ndarray | None:
+    """The generator's contour tangent at every landmark of ``records``, when ``data`` is a phantom.
+
+    The tangents are recomputed from the seed in ``dataset.yaml`` (no image is
+    rendered): image ``FOLDER/NNN`` is case ``NNN - 1`` of the generator.
+
+    Parameters
+    ----------
+    data : LandmarkData
+        The data set the records belong to.
+    records : sequence of ImageRecord
+        ``N`` of its images.
+
+    Returns
+    -------
+    ndarray, shape (N, 19, 2), or None
+        Unit (x, y) tangents in mm space (zero for sella); None when ``data`` was
+        not written by this version of ``chh phantom`` (real data carries no contours).
+    """
+    generator = data.descriptor.get("generator") or {}
+    if generator.get("name") != "chh phantom" or str(generator.get("version")) != PHANTOM_VERSION:
+        return None
+    seed = int(generator["seed"])
+    return np.stack([contour_tangents_mm(seed, int(r.image_id.split("/")[-1]) - 1) for r in records])
 
 
 def _existing_descriptor(root: Path) -> dict[str, Any] | None:
@@ -164,19 +188,20 @@ def _existing_descriptor(root: Path) -> dict[str, Any] | None:
     return load_yaml(path) if path.is_file() else None
 
 
-def _summary_from_disk(root: Path, image_size: tuple[int, int]) -> PhantomSummary:
+def _summary_from_disk(root: Path) -> PhantomSummary:
     """Summary of a phantom already on disk, recomputing the annotator statistics from its files."""
     data = read_landmark_data(root)
     records = [r for name in ("train", "calibration", "test", "test2") for r in data.splits[name]]
-    annotations = np.stack([r.annotations_px for r in records])  # (N, A, K, 2)
-    pixel_size = np.asarray(phantom_pixel_size_mm(image_size))
-    difference_mm = (annotations[:, 0] - annotations[:, 1]) * pixel_size  # (N, K, 2)
+    difference_mm = annotator_differences_mm(records)  # (N, K, 2)
     mean_distance_mm = np.hypot(difference_mm[..., 0], difference_mm[..., 1]).mean(axis=0)
+    tangents = phantom_tangents_mm(data, records)
+    ratio = along_across_sd(difference_mm, tangents).ratio if tangents is not None else np.full(
+        len(mean_distance_mm), np.nan)
     return PhantomSummary(
         root=root,
         split_counts={f: sum(r.image_id.startswith(f"{f}/") for r in records) for f in ISBI_FOLDERS},
         num_hard=len(data.descriptor.get("hard_cases", [])),
         mean_distance_mm=mean_distance_mm,
-        along_across_ratio=np.full(len(mean_distance_mm), np.nan),
+        along_across_ratio=ratio,
         written=False,
     )

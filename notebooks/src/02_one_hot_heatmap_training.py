@@ -4,18 +4,27 @@
 # # 02 · Training with one-hot heatmaps: 2D softmax and negative log-likelihood
 #
 # The second notebook of the *chh-kit* series on **Contour-Hugging Heatmaps for Landmark Detection**
-# (McCouat & Voiculescu, CVPR 2022). We train the heatmap network the way the paper does and look
-# at what it learns.
+# (McCouat & Voiculescu, CVPR 2022). We train the heatmap network the way the paper does, train the
+# usual alternative (Gaussian targets and a mean squared error) beside it, and look at what each learns.
 #
 # **Learning goals**
 #
-# 1. Understand why the paper trains with a **one-hot target**, a **2D softmax** and the
-#    **negative log-likelihood** instead of Gaussian target heatmaps and a mean squared error.
-# 2. Train the network (GPU when there is one, CPU otherwise) and read its learning curve.
-# 3. See that the predicted heatmaps, on a log scale, **hug the contours** their landmarks lie on.
-# 4. Decode landmark positions by arg-max and measure the MRE and SDR per landmark.
+# 1. Derive why a **one-hot target**, a **2D softmax** and the **negative log-likelihood** (NLL) make the
+#    heatmap learn the annotators' distribution, and what its gradient is.
+# 2. See what a Gaussian target with the MSE learns instead, and where the two really differ.
+# 3. Follow one training step by hand, then train the network (GPU when there is one, CPU otherwise) and
+#    read its training and held-out learning curves.
+# 4. See that the predicted heatmaps, on a log scale, **hug the contours** their landmarks lie on.
+# 5. Decode landmark positions by arg-max, measure the MRE and SDR, and understand the two things that
+#    shape them: the pixel grid (a quantisation floor) and a few hard images (the standard deviation).
 #
 # The trained model goes to `RUN_DIR/model`, a normal chh run directory that the later notebooks reuse.
+# The notebook ends with a recap, four exercises with checked answers, and references.
+#
+# **How long** (measured on 2 shared CPU cores): about 40 s under `smoke`, most of it the two short
+# trainings. Under `cpu` it trains two networks of 40 epochs each; about 5 min each on two free cores
+# is an estimate from the training speed (the parameter `mse_epochs` shortens the second one). A
+# finished model in `RUN_DIR` is reused, and the notebook then takes about a minute.
 
 # %% [markdown]
 # ## Imports
@@ -24,17 +33,37 @@
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 from IPython.display import display
 from matplotlib.figure import Figure
+from torch.utils.data import DataLoader
 
+from chh_lib import exercises as check
 from chh_lib.config import profile_config
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import read_landmark_data
 from chh_lib.devices import choose_device
+from chh_lib.engine import (
+    LAST_CHECKPOINT,
+    as_distribution,
+    decode_heatmaps,
+    load_checkpoint,
+    make_training_dataset,
+    model_from_checkpoint,
+    print_epoch,
+)
 from chh_lib.evaluation import default_cache_dir, evaluate_run, load_run
-from chh_lib.heatmaps import argmax_2d, one_hot_nll, softmax_2d
-from chh_lib.plots import heatmap_overlay
+from chh_lib.heatmaps import (
+    DEFAULT_SIGMA_PX,
+    argmax_2d,
+    gaussian_heatmaps,
+    one_hot_nll,
+    softmax_2d,
+)
+from chh_lib.metrics import mean_radial_error, radial_error_mm, success_detection_rate
+from chh_lib.model import build_model, count_parameters
+from chh_lib.plots import heatmap_overlay, learning_curves
 from chh_lib.workflow import (
     ensure_phantom,
     notebook_paths,
@@ -49,10 +78,12 @@ from chh_lib.workflow import (
 # ## Parameters
 #
 # `profile` selects the training schedule (`smoke`: two epochs at 64 x 80 for tests; `cpu`: 40 epochs
-# at 160 x 200, about five minutes on two CPU cores; `paper`: the paper's ResNet-34 U-Net at
-# 640 x 800, for a GPU). It is read from `CHH_PROFILE` when set. A model already in `RUN_DIR/model`
-# is reused (an unfinished one is resumed) unless `retrain` is True. Relative paths are resolved
-# against the repository root.
+# at 160 x 200 for two CPU cores; `paper`: the paper's ResNet-34 U-Net at 640 x 800, for a GPU). It is
+# read from `CHH_PROFILE` when set. A model already in `RUN_DIR/model` is reused (an unfinished one is
+# resumed) unless `retrain` is True. `mse_epochs` sets the epochs of the Gaussian-target comparison
+# network (`None`: the profile's schedule, the same as the NLL network's). Relative paths are resolved
+# against the repository root. `solutions = True` runs the hidden solutions of the exercises at the end
+# (the test suite does; a student leaves it `False`).
 
 # %% tags=["parameters"]
 profile = notebook_profile()  # CHH_PROFILE, else "cpu"
@@ -61,6 +92,8 @@ run_dir = None  # None: runs/notebooks/<profile>
 seed = 0
 device = "auto"  # auto: CUDA, then MPS, then CPU
 retrain = False
+mse_epochs = None  # None: the profile's epochs
+solutions = False  # True: run the exercises' hidden solutions
 
 # %% [markdown]
 # ## Set-up
@@ -92,14 +125,33 @@ print(f"profile {profile}: {config.model.name} at {width} x {height}, {config.tr
 #
 # $$\mathcal{L} = -\frac{1}{|P|} \sum_{(n,k) \in P} \log p_{n,k}(t_{n,k}) \quad \text{(nats)}.$$
 #
-# The usual alternative regresses a **Gaussian target** $g_k(i) = \exp\!\left(-\lVert \mathbf{x}_i -
-# \mathbf{t}_k \rVert^2 / 2\sigma^2\right)$ with the mean squared error
-# $\mathcal{L}_\text{MSE} = \frac{1}{HW} \sum_i (h_k(i) - g_k(i))^2$. That fixes the *shape* of every
-# heatmap in advance: a round blob of width $\sigma$, however ambiguous the landmark. With the NLL the
-# shape is learned: when annotators place a landmark anywhere along an edge, the likelihood is highest
-# for a distribution spread **along that edge**, so the heatmap learns to hug the contour, and its
-# spread becomes a measure of uncertainty. A prediction that knows nothing (uniform over the image)
-# pays $\log HW$ nats; spreading the mass evenly over $m$ pixels of a contour costs only $\log m$:
+# ### Why the NLL learns the annotators' distribution
+#
+# Annotators do not agree. Where a landmark sits on an edge, they place it anywhere along that edge, so
+# over the training images that look alike to the network, the target pixel falls at different points of
+# the edge. Treat the target pixel $t$ as random, with distribution $q(t)$ given the image (the
+# annotators' distribution); the network cannot do better than predict $q$. The NLL it pays on average
+# is
+#
+# $$\mathbb{E}_{t \sim q}\left[-\log p(t)\right] = -\sum_i q(i) \log p(i)
+#   = \underbrace{-\sum_i q(i) \log q(i)}_{H(q)} \; + \; \underbrace{\sum_i q(i) \log \frac{q(i)}{p(i)}}_{\mathrm{KL}(q\,\|\,p)} .$$
+#
+# The entropy $H(q)$ does not depend on the network, and the Kullback–Leibler divergence is never
+# negative and is zero only for $p = q$ (Gibbs' inequality). So the expected NLL is minimised exactly
+# when the heatmap **is** the annotators' distribution: if they disagree along an edge, the best heatmap
+# spreads along that edge, and its spread is a measure of uncertainty.
+#
+# The gradient says the same. With $\log p(t) = z(t) - \log \sum_j e^{z(j)}$,
+#
+# $$\frac{\partial\,(-\log p(t))}{\partial z(i)} = -[i = t] + \frac{e^{z(i)}}{\sum_j e^{z(j)}} = p(i) - [i = t],$$
+#
+# i.e. $p - \text{onehot}$ (divided by $|P|$ for the batch mean). Averaged over $t \sim q$ it is
+# $p - q$: gradient descent pushes $p$ towards $q$ and stops when they agree. (Exercise 02.1 checks the
+# formula against autograd.)
+#
+# A prediction that knows nothing (uniform over the image) pays $\log HW$ nats; spreading the mass evenly
+# over $m$ pixels of a contour costs only $\log m$. Read backwards, an NLL of $L$ nats is what a
+# heatmap would pay that spreads its mass uniformly over $e^L$ pixels (2 nats: $e^2 \approx 7$ pixels):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -111,30 +163,53 @@ toy_logits[0, 0, 100, 70:80] = 20.0  # mass spread evenly over 10 pixels of a ho
 toy_target = torch.tensor([[100 * 160 + 75]])
 print(f"mass spread over 10 contour pixels, target on the contour: NLL = {one_hot_nll(toy_logits, toy_target):.2f} nats"
       f" (log 10 = {math.log(10):.2f})")
+print(f"an NLL of 2 nats = uniform over e^2 = {math.exp(2):.1f} pixels")
 
 # %% [markdown]
-# Both kinds of target for one landmark of a test image, at the network's input size (a crop around
-# the landmark): the one-hot target is a single pixel; the Gaussian target ($\sigma = 2$ px) is a
-# round blob that ignores the contour.
+# ### The usual alternative: Gaussian targets and the mean squared error
+#
+# Most heatmap regressors instead put a **Gaussian target**
+# $g_{\mathbf{t}}(i) = \exp\!\left(-\lVert \mathbf{x}_i - \mathbf{t} \rVert^2 / 2\sigma^2\right)$ (peak 1)
+# on the target and regress the output map $h$ onto it with a squared error,
+# $\mathcal{L}_\text{MSE} = \sum_i (h(i) - g_{\mathbf{t}}(i))^2$ (the mean squared error over the pixels
+# times $HW$; summing keeps the gradients large enough for Adam).
+#
+# It is tempting to say that this fixes the heatmap's shape to a round blob. It does not, once the
+# targets are noisy: for each pixel, the constant that minimises $\mathbb{E}_{t \sim q}[(h(i) - g_t(i))^2]$
+# is the mean target, so the MSE-optimal output is
+#
+# $$h^*(i) = \sum_t q(t)\, g_t(i) = (q \ast g)(i),$$
+#
+# the annotators' distribution **blurred by the Gaussian**. It is elongated along the contour too.
+# The real differences are two:
+#
+# - **Normalisation.** $h^*$ is not a probability distribution: it sums to $2\pi\sigma^2$ (in pixels) and
+#   nothing constrains the network's output to be positive or to sum to anything. Probabilities, an NLL,
+#   temperature calibration and the expected radial error (notebooks 03–05) need a distribution.
+# - **Blur.** The spread of $h^*$ is that of $q$ plus the Gaussian's: the variances add,
+#   $\sigma_x^2(h^*) = \sigma_x^2(q) + \sigma^2$, and the same along $y$. The NLL's heatmap has no such
+#   floor, so a confident landmark can be sharper than $\sigma$.
+#
+# Exercise 02.4 computes $h^*$ for a toy $q$. Both kinds of target for one landmark of a test image, at
+# the network's input size (a crop around the landmark):
 
 # %%
 data = read_landmark_data(paths.data_dir, protocol=config.data.protocol)
 landmarks = data.landmarks
+K = landmarks.num_landmarks
 hard = set(data.descriptor.get("hard_cases", []))
 test_records = [r for r in data.split("test") if r.image_id not in hard] or data.split("test")
 example_set = LandmarkDataset(test_records[:1], config.data.image_size, default_cache_dir(paths.data_dir, paths.run_dir))
 example = example_set[0]
 shown_k = landmarks.index("Go") if "Go" in landmarks.abbreviations else 0
 target = example["target_px"][shown_k].numpy()
-rows_, cols_ = np.mgrid[0:height, 0:width]
 one_hot = np.zeros((height, width))
 one_hot[round(target[1]), round(target[0])] = 1.0
-sigma_px = 2.0
-gaussian = np.exp(-((cols_ - target[0]) ** 2 + (rows_ - target[1]) ** 2) / (2 * sigma_px**2))
+gaussian = gaussian_heatmaps(example["target_px"][None], width, height, DEFAULT_SIGMA_PX)[0, shown_k].numpy()
 half = max(6, width // 12)
 figure = Figure(figsize=(11, 3.8), layout="constrained")
 panels = [("image", example["image"][0].numpy(), "gray"), ("one-hot target (NLL)", one_hot, "viridis"),
-          (f"Gaussian target, σ = {sigma_px:g} px (MSE)", gaussian, "viridis")]
+          (f"Gaussian target, σ = {DEFAULT_SIGMA_PX:g} px (MSE)", gaussian, "viridis")]
 for panel, (title, values, cmap) in enumerate(panels):
     axes = figure.add_subplot(1, 3, panel + 1)
     shown = axes.imshow(values, cmap=cmap, interpolation="nearest")
@@ -149,50 +224,132 @@ for panel, (title, values, cmap) in enumerate(panels):
 save_figure(figure, paths.output_dir / "targets.png")
 
 # %% [markdown]
-# ## Training
+# ## The network
 #
-# `train_or_reuse` trains the profile's network by the one-hot NLL with `chh_lib.engine.train` (the
-# same code as `chh train`), checkpointing after every epoch into `RUN_DIR/model`. On a GPU it trains
-# there (with bf16 autocast on CUDA); otherwise on the CPU with the profile's settings. A finished
-# model in `RUN_DIR/model` is reused.
+# The profile's U-Net (Ronneberger et al. 2015): an encoder that halves the resolution stage by stage, a
+# decoder that doubles it back and concatenates the encoder's features at the same scale (the skip
+# connections), and a final $3 \times 3$ convolution (`head`) that outputs one logit map per landmark at
+# the input resolution. The table runs one blank image through it and lists each block's output shape
+# and parameter count.
 
 # %%
-outcome = train_or_reuse(paths.model_dir, paths.data_dir, profile, device, seed, retrain=retrain)
+network = build_model(config.model.name, K, **config.model.options).eval()
+blocks = []
+for name, child in network.named_children():
+    if isinstance(child, torch.nn.ModuleList):
+        blocks += [(f"{name}[{i}]", block) for i, block in enumerate(child)]
+    elif count_parameters(child):
+        blocks.append((name, child))
+shapes = {}
+
+
+def record_shape(name):
+    """A forward hook that stores the block's output shape (C x H x W) under ``name``."""
+    def hook(module, inputs, output):
+        output = output[-1] if isinstance(output, (list, tuple)) else output  # an encoder returns every stage
+        shapes[name] = " x ".join(str(n) for n in output.shape[1:])
+    return hook
+
+
+hooks = [block.register_forward_hook(record_shape(name)) for name, block in blocks]
+with torch.no_grad():
+    network(torch.zeros(1, 1, height, width))
+for hook in hooks:
+    hook.remove()
+layer_table = pd.DataFrame({"output (C x H x W)": [shapes[name] for name, _ in blocks],
+                            "parameters": [count_parameters(block) for _, block in blocks]},
+                           index=pd.Index([name for name, _ in blocks], name="block"))
+num_parameters = count_parameters(network)
+display(layer_table.T)
+print(f"{config.model.name}: {num_parameters:,} parameters in all; input 1 x {height} x {width}, "
+      f"output {K} x {height} x {width} logits")
+
+# %% [markdown]
+# ## One training step, written out
+#
+# Before handing over to the library's loop, one step by hand on a fresh, untrained copy of the network
+# and one batch of training images (augmented, when the profile augments): forward pass, one-hot NLL,
+# backward pass (the gradient $p - \text{onehot}$ flows from the logits into every weight), Adam step.
+# The loss on the same batch, before and after:
+
+# %%
+train_set = make_training_dataset(config, data.split("train"), default_cache_dir(paths.data_dir, paths.run_dir))
+batch = next(iter(DataLoader(train_set, batch_size=config.train.batch_size, shuffle=False)))
+images, target_index = batch["image"].to(torch_device), batch["target_index"].to(torch_device)  # (N, 1, H, W), (N, K)
+torch.manual_seed(seed)
+step_model = build_model(config.model.name, K, **config.model.options).to(torch_device).train()
+optimizer = torch.optim.Adam(step_model.parameters(), lr=config.train.lr)
+
+batch_logits = step_model(images)  # (N, K, H, W)
+loss = one_hot_nll(batch_logits, target_index)  # scalar, nats
+optimizer.zero_grad()
+loss.backward()  # d loss / d logits = (softmax(logits) - onehot) / |P|, then back through the network
+gradient_norm = torch.sqrt(sum((p.grad**2).sum() for p in step_model.parameters())).item()
+optimizer.step()
+with torch.no_grad():
+    loss_after = one_hot_nll(step_model(images), target_index)
+print(f"batch of {len(images)} images, {int((target_index >= 0).sum())} landmarks present")
+print(f"NLL before the step {loss.item():.4f} nats (uniform heatmap: {math.log(width * height):.4f}); "
+      f"gradient norm {gradient_norm:.3g}; after one Adam step {loss_after.item():.4f} nats")
+
+# %% [markdown]
+# ## Training
+#
+# `train_or_reuse` trains the profile's network by the one-hot NLL with `chh_lib.engine.train` (the same
+# loop as `chh train`: the step above, for every batch of every epoch, with the profile's learning-rate
+# schedule), checkpointing after every epoch into `RUN_DIR/model`. On a GPU it trains there (with bf16
+# autocast on CUDA). The progress bar counts batches; one line per epoch gives the mean training NLL and
+# the **held-out NLL** on the calibration split (images never trained on; notebook 03 fits the
+# temperatures on them). A finished model in `RUN_DIR/model` is reused, and then nothing is printed per
+# epoch.
+
+# %%
+outcome = train_or_reuse(paths.model_dir, paths.data_dir, profile, device, seed, retrain=retrain, progress=True,
+                         held_out_split="calibration", on_epoch_end=print_epoch)
 history = training_history(paths.model_dir)
 train_seconds = float(history["seconds"].sum()) if len(history) else float("nan")
 print(f"{outcome.action} {paths.show(paths.model_dir)}: {len(history)} epochs, "
       f"{train_seconds:.0f} s of training, final training NLL {history['loss'].iloc[-1]:.3f} nats")
 
 # %% [markdown]
-# ## Learning curve
+# ## Learning curves
 #
-# The mean training NLL per epoch (with augmentation, when the profile uses it). The dashed line is
-# $\log HW$, the loss of a uniform heatmap; the learning rate (right axis) drops at the profile's
-# milestones.
+# The mean training NLL per epoch (measured on the augmented images while the weights change during the
+# epoch) beside the held-out NLL (measured after the epoch, on fixed images without augmentation). The
+# dashed line is $\log HW$, the loss of a uniform heatmap; the learning rate (right axis) drops at the
+# profile's milestones.
 
 # %%
-figure = Figure(figsize=(7.5, 4), layout="constrained")
-axes = figure.add_subplot()
-axes.plot(history["epoch"], history["loss"], marker="o", markersize=3, label="training NLL")
-axes.axhline(math.log(width * height), color="grey", linestyle="--", linewidth=1,
-             label=f"uniform heatmap, log({width}·{height})")
-axes.set_xlabel("epoch")
-axes.set_ylabel("NLL (nats)")
-axes.set_ylim(bottom=0)
-lr_axes = axes.twinx()
-lr_axes.step(history["epoch"], history["lr"], where="mid", color="tab:orange", linewidth=1, label="learning rate")
-lr_axes.set_yscale("log")
-lr_axes.set_ylabel("learning rate")
-handles = axes.get_legend_handles_labels()[0] + lr_axes.get_legend_handles_labels()[0]
-axes.legend(handles=handles, loc="upper right", fontsize=8)
-save_figure(figure, paths.output_dir / "learning_curve.png")
+uniform_nll = math.log(width * height)
+save_figure(learning_curves(history, uniform_loss=uniform_nll), paths.output_dir / "learning_curve.png")
+final = history.iloc[-1]
+held_out_nll = float(final["held_out_loss"]) if "held_out_loss" in history else float("nan")
+gap = held_out_nll - float(final["loss"])
+if math.isnan(held_out_nll):
+    print("this run records no held-out NLL (a model trained before the option existed; retrain=True adds it)")
+else:
+    print(f"last epoch: training NLL {final['loss']:.3f} nats (uniform over e^{final['loss']:.2f} = "
+          f"{math.exp(final['loss']):.0f} px), held-out NLL {held_out_nll:.3f} nats (e^{held_out_nll:.2f} = "
+          f"{math.exp(held_out_nll):.0f} px); gap {gap:+.3f} nats: the held-out target pixel is on average "
+          f"{math.exp(gap):.2f} times {'less' if gap >= 0 else 'more'} probable")
+
+# %% [markdown]
+# **Reading the gap.** An NLL of $L$ nats is the loss of a heatmap that spreads its mass uniformly over
+# $e^{L}$ pixels (its *perplexity*), so a gap of $\Delta$ nats between held-out and training NLL means the
+# held-out target pixel gets on average $e^{\Delta}$ times less probability: a gap of 2 nats is a heatmap
+# about $e^2 \approx 7$ times too spread out, or too often wrong. The two curves differ for three
+# reasons: the held-out images were never trained on (over-fitting widens the gap); the training NLL is
+# measured on augmented images, which are harder (that narrows it, or reverses it); and it is averaged
+# over the epoch while the model improves. A gap that keeps growing while the held-out NLL rises is
+# over-fitting. Notebook 03 fits one temperature per landmark on these held-out images, which corrects
+# how confident the heatmaps are without moving their arg-max.
 
 # %% [markdown]
 # ## Heatmaps hug the contours
 #
 # The trained network's heatmaps $p_k$ for a test image, on a **log scale** ($\log_{10} p_k(i)$, floor
 # $10^{-6}$ of the maximum), so that the tails are visible. The first panel shows the largest of all
-# 19 heatmaps at each pixel over the whole image; the others are crops around single landmarks with
+# heatmaps at each pixel over the whole image; the others are crops around single landmarks with
 # the prediction (red x), the ground truth (green circle) and the two annotators (triangles). The
 # probability mass stretches along the bone or soft-tissue edge each landmark sits on, in the
 # direction in which the annotators disagree.
@@ -225,11 +382,11 @@ save_figure(figure, paths.output_dir / "heatmaps.png")
 # The predicted position is the **arg-max** of each heatmap, $\hat{\mathbf{x}}_k = \arg\max_i p_k(i)$,
 # mapped back to millimetres with the pixel size. The radial error of landmark $k$ in image $n$ is
 # $e_{nk} = \lVert \hat{\mathbf{x}}_{nk} - \mathbf{t}_{nk} \rVert$ in mm; the **mean radial error**
-# is $\text{MRE} = \frac{1}{|P|} \sum_{(n,k)} e_{nk}$ and the **successful detection rate**
-# $\text{SDR}(r) = \frac{100}{|P|} \left|\{(n,k) : e_{nk} < r\}\right|$ % for $r$ = 2, 2.5, 3 and 4 mm.
-# The baseline predicts every landmark at its mean training position; the annotator distance is how
-# far the two annotators are apart. `evaluate_run` computes all of them on the test split (and writes
-# them to `RUN_DIR/model/eval_test/`).
+# is $\text{MRE} = \frac{1}{|P|} \sum_{(n,k)} e_{nk}$, SD its standard deviation over the pairs, and the
+# **successful detection rate** $\text{SDR}(r) = \frac{100}{|P|} \left|\{(n,k) : e_{nk} < r\}\right|$ %
+# for $r$ = 2, 2.5, 3 and 4 mm. The baseline predicts every landmark at its mean training position; the
+# annotator distance is how far the two annotators are apart. `evaluate_run` computes all of them on the
+# test split (and writes them to `RUN_DIR/model/eval_test/`).
 
 # %%
 result = evaluate_run(paths.model_dir, "test", paths.data_dir, torch_device, figures=False)
@@ -241,7 +398,70 @@ print(f"baseline MRE {metrics['baseline_mre_mm']:.2f} mm; annotator distance "
       f"{metrics['mean_annotator_distance_mm']:.2f} mm")
 
 # %% [markdown]
-# Per landmark (MRE, SDR at 2 mm and 4 mm, the baseline and the annotator distance, all in mm except
+# ### The quantisation floor of the arg-max
+#
+# The arg-max can only answer a pixel centre. Even a perfect model, one whose mode is always the pixel
+# nearest the truth, makes an error: the offset $\mathbf{u} = (\mathbf{t} - \mathrm{round}(\mathbf{t}))
+# \odot \mathbf{s}$ between the true position and the pixel centre. If the true position is uniform
+# within its pixel (side $s$), the expected error is
+#
+# $$\mathbb{E}\lVert\mathbf{u}\rVert = s \int_{-1/2}^{1/2}\!\!\int_{-1/2}^{1/2} \sqrt{a^2 + b^2}\,da\,db
+#   = 8 s \int_0^{\pi/4}\!\!\int_0^{1/(2\cos\theta)} r^2\,dr\,d\theta
+#   = \frac{s}{3}\int_0^{\pi/4} \sec^3\theta\,d\theta = \frac{\sqrt{2} + \ln(1 + \sqrt{2})}{6}\,s
+#   \approx 0.383\,s$$
+#
+# (the square split into eight triangles, polar coordinates in each). The floor of the profile's grid,
+# measured by rounding the true test positions to the grid, and the formula at its pixel size:
+
+# %%
+full_test = run.dataset("test")
+rounded_px = np.round(full_test.target_px)  # (N, K, 2): the best pixel centre a perfect arg-max could answer
+floor_mm = float(np.nanmean(radial_error_mm(rounded_px, full_test.target_px, full_test.pixel_size_mm)))
+pixel_x_mm, pixel_y_mm = np.median(full_test.pixel_size_mm, axis=0)
+uniform_factor = (math.sqrt(2) + math.asinh(1)) / 6  # asinh(1) = ln(1 + sqrt 2)
+print(f"pixel size {pixel_x_mm:.3f} x {pixel_y_mm:.3f} mm at {width} x {height}: floor of a perfect arg-max "
+      f"{floor_mm:.3f} mm (measured), {uniform_factor:.4f} x s = {uniform_factor * pixel_x_mm:.3f} mm (formula)")
+print(f"the model's MRE {metrics['mre_mm']:.2f} mm is {metrics['mre_mm'] / floor_mm:.1f} times the floor")
+
+# %% [markdown]
+# The floor is proportional to the pixel size: on the paper's 640 x 800 grid it is a few hundredths of
+# the MRE, on the small grids of the `smoke` and `cpu` profiles a visible part of it (exercise 02.3
+# compares the two grids). Sub-pixel decoding (e.g. a local centre of mass around the mode) lowers it; the paper, and
+# this kit, keep the plain arg-max.
+#
+# ### Why the standard deviation is large: hard images
+#
+# The SD printed above is large compared with the MRE because the errors are far from normal: most are
+# small, and a few are very large (a heatmap whose mode lands on the wrong structure). The phantom marks
+# some images as **hard cases** (low contrast, an occluder or a cropped border, listed as `hard_cases`
+# in its `dataset.yaml`). MRE and SD on the two groups of the test split:
+
+# %%
+per_image = result.per_image.set_index("image_id")
+errors_mm = per_image[[f"{a}_error_mm" for a in landmarks.abbreviations]].to_numpy()  # (N, K) mm
+is_hard_image = per_image.index.isin(sorted(hard))
+group_rows = []
+for group, mask in [("normal", ~is_hard_image), ("hard", is_hard_image), ("all", np.ones_like(is_hard_image))]:
+    group_errors = errors_mm[mask]
+    present = group_errors[~np.isnan(group_errors)]
+    mre, sd = mean_radial_error(group_errors)
+    group_rows.append({"images": int(mask.sum()), "MRE (mm)": mre, "SD (mm)": sd,
+                       "median (mm)": float(np.median(present)) if present.size else float("nan"),
+                       "errors > 4 mm (%)": 100 * float((present > 4).mean()) if present.size else float("nan"),
+                       "largest (mm)": float(present.max()) if present.size else float("nan")})
+groups = pd.DataFrame(group_rows, index=pd.Index(["normal", "hard", "all"], name="test images"))
+display(groups.round(2))
+large = errors_mm > 4
+share_of_large = float(large[is_hard_image].sum() / max(large.sum(), 1))
+print(f"hard images: {is_hard_image.mean():.0%} of the test images, {share_of_large:.0%} of the errors above 4 mm")
+
+# %% [markdown]
+# Compare the SD of the normal images with that of all of them, and the median with the MRE. When a few
+# large failures drive the SD (with a trained model they cluster on the hard images), the normal group's
+# SD is much the smaller, and the median, which ignores the failures, sits below the MRE. Notebook 05
+# asks whether the heatmap's own uncertainty can flag these failures without knowing the truth.
+#
+# Per landmark (MRE, SD, SDR at 2 mm and 4 mm, the baseline and the annotator distance, all in mm except
 # the SDR in %):
 
 # %%
@@ -269,9 +489,295 @@ axes.legend(fontsize=8)
 save_figure(figure, paths.output_dir / "per_landmark_mre.png")
 
 # %% [markdown]
-# ## Summary
+# ## The Gaussian-target MSE network, side by side
 #
-# The key numbers go to `RUN_DIR/02_one_hot_heatmap_training/metrics.json` (with the figures above).
+# The same network, data, augmentation and schedule, trained instead by the MSE against Gaussian targets
+# ($\sigma$ = 2 px) into `RUN_DIR/02_one_hot_heatmap_training/gaussian_mse_model` (`mse_epochs` epochs
+# when set). One thing differs, as in every heatmap regressor: the output convolution starts with weights
+# of SD 0.001 and zero bias (Xiao et al. 2018 do the same), so that the first output is close to zero.
+# With the initialisation the NLL network uses, the first outputs are noise whose squared error (about
+# 7000 per map on this grid) swamps that of the targets ($\pi\sigma^2 \approx 12.6$); in a trial with
+# this profile the 40 epochs went into removing it, ended above the all-zero output's loss, and gave an
+# MRE of 88 mm. The network's output is read as it is meant to be: the arg-max of the map, and, for its
+# shape, the map clipped at 0 and divided by its sum.
+
+# %%
+mse_dir = paths.output_dir / "gaussian_mse_model"
+mse_outcome = train_or_reuse(mse_dir, paths.data_dir, profile, device, seed, retrain=retrain, progress=True,
+                             loss="gaussian_mse", epochs=mse_epochs, held_out_split="calibration",
+                             on_epoch_end=print_epoch)
+mse_history = training_history(mse_dir)
+mse_payload = load_checkpoint(mse_dir / LAST_CHECKPOINT)
+sigma_px = float(mse_payload["loss"]["sigma_px"])
+mse_model = model_from_checkpoint(mse_payload, mse_dir / LAST_CHECKPOINT).eval().to(torch_device)
+print(f"{mse_outcome.action} {paths.show(mse_dir)}: {len(mse_history)} epochs (the NLL network: {len(history)}), "
+      f"sigma {sigma_px:g} px, {mse_history['seconds'].sum():.0f} s of training, "
+      f"final training MSE {mse_history['loss'].iloc[-1]:.3f} (an all-zero output: {math.pi * sigma_px**2:.3f})")
+
+# %% [markdown]
+# Both learning curves. For the MSE the dashed line is the loss of an output that is **zero everywhere**,
+# $\sum_i g(i)^2 \approx \pi\sigma^2$: a network below it has learned to put peaks where the landmarks
+# are.
+
+# %%
+zero_output_mse = math.pi * sigma_px**2
+figure = Figure(figsize=(13, 4), layout="constrained")
+nll_axes, mse_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+learning_curves(history, uniform_loss=uniform_nll, ax=nll_axes)
+learning_curves(mse_history, uniform_loss=zero_output_mse, loss_label="MSE", ax=mse_axes, reference_label="zero output")
+nll_axes.set_title("one-hot NLL")
+mse_axes.set_title(f"Gaussian targets (σ = {sigma_px:g} px), MSE")
+save_figure(figure, paths.output_dir / "learning_curves_nll_mse.png")
+
+# %% [markdown]
+# The heatmaps of the two networks for the test image above, on a **linear** scale (each map divided by
+# its sum, so that the shapes compare): the NLL network's softmax (top) and the MSE network's clipped
+# output (bottom).
+
+# %%
+with torch.no_grad():
+    mse_outputs = mse_model(item["image"][None].to(torch_device)).float().cpu()
+mse_heatmaps = as_distribution(mse_outputs, "heatmap")[0].numpy()  # (K, H, W), each sums to 1
+mse_predicted = argmax_2d(mse_outputs)[0].numpy()
+compared = chosen[:3]
+figure = Figure(figsize=(13, 8), layout="constrained")
+for column, abbreviation in enumerate(compared):
+    k = landmarks.index(abbreviation)
+    for row, (label, maps, points) in enumerate([("NLL", heatmaps, predicted), ("MSE", mse_heatmaps, mse_predicted)]):
+        heatmap_overlay(image, maps[k], prediction_px=points[k], target_px=item["target_px"][k].numpy(),
+                        annotators_px=item["annotations_px"][:, k].numpy(), crop_half_size_px=crop, log_scale=False,
+                        ax=figure.add_subplot(2, len(compared), row * len(compared) + column + 1),
+                        title=f"{label}: {landmarks.names[k]} ({abbreviation})")
+save_figure(figure, paths.output_dir / "heatmaps_nll_mse.png")
+
+# %% [markdown]
+# MRE, SD and SDR of both on the whole test split, and the **spread** of their heatmaps: the root of the
+# summed variances along $x$ and $y$ (mm) of the pixels above 5 % of each map's maximum, so that the MSE
+# output's small noise far from the peak does not dominate (the same rule for both). Were both networks
+# to learn the same $q$, the blur alone would add $2\sigma^2 s^2$ to the MSE heatmap's squared spread
+# (printed below the table).
+
+# %%
+comparison_rows = []
+for label, network_model, output in [("one-hot NLL", model, "logits"), ("Gaussian MSE", mse_model, "heatmap")]:
+    pred_px, spread_mm = decode_heatmaps(network_model, full_test, torch_device, output,
+                                         batch_size=run.config.eval.batch_size)
+    errors = radial_error_mm(pred_px, full_test.target_px, full_test.pixel_size_mm)
+    mre, sd = mean_radial_error(errors)
+    rates = success_detection_rate(errors, (2.0, 4.0))
+    comparison_rows.append({"MRE (mm)": mre, "SD (mm)": sd, "SDR<2 mm (%)": rates[2.0], "SDR<4 mm (%)": rates[4.0],
+                            "median spread (mm)": float(np.nanmedian(spread_mm)), "spread_mm": spread_mm})
+comparison = pd.DataFrame([{k: v for k, v in row.items() if k != "spread_mm"} for row in comparison_rows],
+                          index=pd.Index(["one-hot NLL", "Gaussian MSE"], name="training"))
+display(comparison.round(2))
+spread_by_landmark = pd.DataFrame({label: np.nanmedian(row["spread_mm"], axis=0)
+                                   for label, row in zip(comparison.index, comparison_rows)},
+                                  index=landmarks.abbreviations)
+wider = int((spread_by_landmark["Gaussian MSE"] > spread_by_landmark["one-hot NLL"]).sum())
+blur_mm2 = 2 * (sigma_px * pixel_x_mm) ** 2  # 2 sigma^2 s^2: the Gaussian's variance along x plus along y
+nll_spread, mse_spread = comparison["median spread (mm)"]
+print(f"median spread: NLL {nll_spread:.2f} mm, with the Gaussian's blur added {math.sqrt(nll_spread**2 + blur_mm2):.2f} "
+      f"mm; MSE {mse_spread:.2f} mm. The MSE heatmap is the wider one for {wider} of {K} landmarks.")
+nll_mre, mse_mre = comparison["MRE (mm)"]
+print(f"MRE after the same schedule: NLL {nll_mre:.2f} mm, MSE {mse_mre:.2f} mm "
+      f"({'the NLL network is the more accurate' if nll_mre < mse_mre else 'the MSE network is as accurate or more'})")
+
+# %% [markdown]
+# What to read in the table and the figure: the MSE-optimal output is $q$ blurred, not a round blob, so
+# the MSE network's heatmaps can follow the contours too (the figure shows whether they do here); but they
+# are not probabilities, their width includes the Gaussian's, and how well they place the landmarks
+# depends on $\sigma$, the initialisation and the schedule (the table gives both networks' MRE after the
+# same epochs). The NLL needs no $\sigma$, and its softmax is a distribution that notebooks 03–05
+# calibrate and turn into an expected error.
+#
+# ## Run it on ISBI 2015 or your own data
+#
+# The notebook works on any data set the kit reads, at the profile's resolution:
+#
+# 1. Check the data first: `chh data check /path/to/ISBI2015` (the ISBI 2015 folders `RawImage` and
+#    `AnnotationsByMD`, or a folder with a `dataset.yaml` describing your own images and landmarks). It
+#    lists the splits and any problems without training; `--protocol paper` shows the authors' split.
+# 2. In this notebook set the parameter `data_dir = "/path/to/ISBI2015"` (and a fresh `run_dir`), or
+#    from a terminal: `papermill notebooks/02_one_hot_heatmap_training.ipynb out.ipynb -p data_dir
+#    /path/to/ISBI2015 -p run_dir runs/isbi`. The notebook uses the data set's default split protocol
+#    (`clean` for ISBI 2015: a seeded calibration split held out from the training images).
+# 3. For the authors' split train headless with `chh train --data /path/to/ISBI2015 --run-dir
+#    runs/isbi/model --protocol paper --profile cpu` (or `--profile paper` on a GPU); `chh evaluate
+#    --run-dir runs/isbi/model` then reports the same metrics as above.
+#
+# An ISBI 2015 image (1935 x 2400 pixels of 0.1 mm) is padded and resized by a factor of about 12 to
+# 160 x 200 (pixels of about 1.2 mm, a quantisation floor of about 0.46 mm) and by about 3 to the `paper`
+# profile's 640 x 800 (about 0.3 mm, a floor of about 0.12 mm).
+
+# %% [markdown]
+# ## Recap
+#
+# - The 2D softmax makes each heatmap a distribution over pixels; the one-hot NLL's expectation under
+#   the annotators' distribution $q$ is $H(q) + \mathrm{KL}(q\,\|\,p)$, minimised exactly at $p = q$, and
+#   its gradient with respect to the logits is $p - \text{onehot}$.
+# - An NLL of $L$ nats is the loss of a heatmap uniform over $e^L$ pixels; the gap between held-out and
+#   training NLL reads the same way ($e^{\Delta}$ times less probability on the held-out targets).
+# - One training step is forward, one-hot NLL, backward, Adam step; `chh_lib.engine.train` repeats it
+#   for every batch and epoch, with a progress bar, a line per epoch and a checkpoint per epoch.
+# - The trained heatmaps hug the contours their landmarks lie on, along the direction in which the
+#   annotators disagree.
+# - Gaussian targets with the MSE learn $q$ blurred by the Gaussian, elongated too; the differences are
+#   normalisation (no probabilities) and the blur (variances add $\sigma^2$ per axis). A regressor's output
+#   layer must start near zero, or its schedule goes into removing the initial noise.
+# - The arg-max cannot beat the quantisation floor, about $0.383\,s$ for pixels of side $s$.
+# - The SD of the radial error is dominated by a few failures, many on hard images; the median and the
+#   per-group table show it.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has three cells: **yours** (replace the `...`), a **hidden solution** (it runs only when
+# the parameter `solutions` is `True`, so "Run All" never overwrites your answer), and a **check** that
+# prints "not attempted yet", confirms a right answer, or raises an `ExerciseError` with a hint. The
+# checks compute their own expected values from this notebook's data. `exercise_results` collects them.
+
+# %%
+exercise_results = {}  # exercise -> passed
+
+# %% [markdown]
+# ### Exercise 02.1 · The gradient of the NLL, by hand and by autograd
+#
+# `logits[0, shown_k]` (shape (H, W)) holds the trained network's logits $z$ for landmark `shown_k` of
+# the test image above, and `int(item["target_index"][shown_k])` the flat (row-major) index $t$ of its
+# target pixel. Without autograd, compute the gradient of $-\log p(t)$ with respect to $z$, i.e.
+# $p - \text{onehot}$ with $p = \mathrm{softmax}_{2D}(z)$. Then let autograd compute it: a copy
+# `leaf = logits[0, shown_k][None, None].clone().requires_grad_(True)`, the loss
+# `one_hot_nll(leaf, torch.tensor([[t]]))`, `.backward()`, and `leaf.grad[0, 0]`. Answer with
+# `answer_02_1 = {"gradient": <(H, W) array>, "max_abs_difference": <largest |yours - autograd's|>}`.
+
+# %% tags=["exercise"]
+answer_02_1 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    z = logits[0, shown_k].double()  # (H, W)
+    t = int(item["target_index"][shown_k])
+    by_hand = torch.softmax(z.flatten(), dim=0)  # p over all H*W pixels
+    by_hand[t] -= 1.0  # p - onehot
+    by_hand = by_hand.reshape(z.shape)
+    leaf = logits[0, shown_k][None, None].clone().requires_grad_(True)
+    one_hot_nll(leaf, torch.tensor([[t]])).backward()
+    answer_02_1 = {"gradient": by_hand.numpy(),
+                   "max_abs_difference": float((by_hand - leaf.grad[0, 0].double()).abs().max())}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["02_1"] = check.exercise_02_1(answer_02_1, logits[0, shown_k], int(item["target_index"][shown_k]))
+
+# %% [markdown]
+# ### Exercise 02.2 · Expected NLL = entropy + KL divergence
+#
+# A toy annotators' distribution for landmark `shown_k` of the same image: $q$ uniform over the pixels on
+# the segment between the two annotators' positions (the next cell builds it). With $p$ the trained
+# heatmap `p_shown` (shape (H, W), sums to 1), compute in nats the expected NLL
+# $\mathbb{E}_{t\sim q}[-\log p(t)]$, the entropy $H(q)$ and $\mathrm{KL}(q\,\|\,p)$ (sums over the pixels
+# where $q > 0$), and see that the first is the sum of the other two. Answer with
+# `answer_02_2 = {"expected_nll": ..., "entropy": ..., "kl": ...}`.
+
+# %%
+first, last = item["annotations_px"][[0, -1], shown_k].numpy()  # (x, y) of two annotators
+segment = np.round(first + np.linspace(0, 1, 4 * crop)[:, None] * (last - first)).astype(int)  # (M, 2)
+segment = np.clip(segment, 0, [width - 1, height - 1])
+q = np.zeros((height, width))
+np.add.at(q, (segment[:, 1], segment[:, 0]), 1.0)
+q = (q > 0) / (q > 0).sum()  # uniform over the distinct pixels of the segment
+p_shown = heatmaps[shown_k].astype(np.float64) / heatmaps[shown_k].sum()
+print(f"q: uniform over {int((q > 0).sum())} pixels between the annotators")
+
+# %% [markdown]
+# Your answer:
+
+# %% tags=["exercise"]
+answer_02_2 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    support = q > 0
+    expected_nll = float(-(q[support] * np.log(p_shown[support])).sum())
+    entropy = float(-(q[support] * np.log(q[support])).sum())
+    answer_02_2 = {"expected_nll": expected_nll, "entropy": entropy,
+                   "kl": float((q[support] * np.log(q[support] / p_shown[support])).sum())}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["02_2"] = check.exercise_02_2(answer_02_2, q, p_shown)
+
+# %% [markdown]
+# ### Exercise 02.3 · The quantisation floor at the paper's resolution
+#
+# The floor above is that of this profile's grid. Build the test split at the paper's 640 x 800 grid,
+# `LandmarkDataset(data.split("test"), (640, 800))` (it only reads the image sizes), and compute the floor
+# on both grids as above (round `target_px`, `radial_error_mm` with the grid's `pixel_size_mm`, mean over
+# the present pairs), and their ratio. Answer with
+# `answer_02_3 = {"floor_mm": ..., "floor_paper_mm": ..., "ratio": floor_mm / floor_paper_mm}`.
+
+# %% tags=["exercise"]
+answer_02_3 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    floors = []
+    for grid in (LandmarkDataset(data.split("test"), (width, height)), LandmarkDataset(data.split("test"), (640, 800))):
+        floors.append(float(np.nanmean(radial_error_mm(np.round(grid.target_px), grid.target_px, grid.pixel_size_mm))))
+    answer_02_3 = {"floor_mm": floors[0], "floor_paper_mm": floors[1], "ratio": floors[0] / floors[1]}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["02_3"] = check.exercise_02_3(answer_02_3, data.split("test"), (width, height), (640, 800))
+
+# %% [markdown]
+# ### Exercise 02.4 · The MSE-optimal heatmap under label noise
+#
+# With the toy $q$ of exercise 02.2 as the distribution of the target pixel and Gaussian targets of width
+# `sigma_px` (peak 1, centred on pixel centres), compute the output that minimises the expected MSE,
+# $h^*(i) = \sum_t q(t)\, g_t(i)$, on the whole $H \times W$ grid (`gaussian_heatmaps` from
+# `chh_lib.heatmaps` makes the $g_t$, or write them with NumPy). Is it round or elongated? Answer with
+# `answer_02_4 = {"optimal_heatmap": <(H, W) array>}`.
+
+# %% tags=["exercise"]
+answer_02_4 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    rows_q, cols_q = np.nonzero(q)
+    centres = torch.tensor(np.stack([cols_q, rows_q], axis=-1)[None], dtype=torch.float32)  # (1, M, 2) as (x, y)
+    targets = gaussian_heatmaps(centres, width, height, sigma_px)[0].double().numpy()  # (M, H, W)
+    answer_02_4 = {"optimal_heatmap": np.tensordot(q[rows_q, cols_q], targets, axes=1)}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["02_4"] = check.exercise_02_4(answer_02_4, q, sigma_px)
+
+# %% [markdown]
+# ## Summary (for the test suite)
+#
+# The key numbers go to `RUN_DIR/02_one_hot_heatmap_training/metrics.json` (with the figures above), for
+# the test suite; they include how many exercises were attempted and passed.
 
 # %%
 summary = {
@@ -280,14 +786,49 @@ summary = {
     "training": outcome.action,
     "epochs": len(history),
     "train_seconds": train_seconds,
+    "num_parameters": num_parameters,
+    "step_nll_before": float(loss.item()),
+    "step_nll_after": float(loss_after.item()),
     "final_train_nll": float(history["loss"].iloc[-1]),
+    "final_held_out_nll": held_out_nll,
     "num_test_images": int(metrics["num_images"]),
     "mre_mm": float(metrics["mre_mm"]),
     "mre_sd_mm": float(metrics["mre_sd_mm"]),
     "sdr_percent": {str(t): float(v) for t, v in sdr.items()},
     "baseline_mre_mm": float(metrics["baseline_mre_mm"]),
     "mean_annotator_distance_mm": float(metrics["mean_annotator_distance_mm"]),
-    "uniform_nll": math.log(width * height),
+    "uniform_nll": uniform_nll,
+    "quantisation_floor_mm": floor_mm,
+    "uniform_offset_floor_mm": uniform_factor * float(pixel_x_mm),
+    "mre_by_group_mm": {group: float(groups.loc[group, "MRE (mm)"]) for group in groups.index},
+    "sd_by_group_mm": {group: float(groups.loc[group, "SD (mm)"]) for group in groups.index},
+    "mse_epochs": len(mse_history),
+    "mse_sigma_px": sigma_px,
+    "mse_final_train_loss": float(mse_history["loss"].iloc[-1]),
+    "nll_model_mre_mm": float(comparison.loc["one-hot NLL", "MRE (mm)"]),
+    "mse_model_mre_mm": float(comparison.loc["Gaussian MSE", "MRE (mm)"]),
+    "comparison": {label: {"mre_mm": float(comparison.loc[label, "MRE (mm)"]),
+                           "median_spread_mm": float(comparison.loc[label, "median spread (mm)"])}
+                   for label in comparison.index},
+    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_02_1, answer_02_2, answer_02_3, answer_02_4)),
+    "exercises_passed": sum(exercise_results.values()),
 }
 written = write_notebook_metrics(paths.output_dir, summary)
-print(f"wrote {paths.show(written)}: MRE {summary['mre_mm']:.2f} mm, SDR<2 mm {sdr['2']:.1f} %")
+print(f"wrote {paths.show(written)}: MRE {summary['mre_mm']:.2f} mm, SDR<2 mm {sdr['2']:.1f} %; "
+      f"exercises passed {summary['exercises_passed']}/{summary['exercises_attempted']} attempted")
+
+# %% [markdown]
+# ## References
+#
+# - J. McCouat and I. Voiculescu. *Contour-Hugging Heatmaps for Landmark Detection.* CVPR 2022.
+# - C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger. *On Calibration of Modern Neural Networks.* ICML 2017.
+# - M. P. Naeini, G. F. Cooper and M. Hauskrecht. *Obtaining Well Calibrated Probabilities Using Bayesian
+#   Binning.* AAAI 2015 (the expected calibration error with equal-width bins).
+# - J. Nixon, M. W. Dusenberry, L. Zhang, G. Jerfel and D. Tran. *Measuring Calibration in Deep Learning.*
+#   CVPR Workshops 2019 (adaptive, equal-mass bins).
+# - B. Xiao, H. Wu and Y. Wei. *Simple Baselines for Human Pose Estimation and Tracking.* ECCV 2018 (Gaussian
+#   heatmap regression by the MSE, output layer initialised with an SD of 0.001).
+# - O. Ronneberger, P. Fischer and T. Brox. *U-Net: Convolutional Networks for Biomedical Image
+#   Segmentation.* MICCAI 2015.
+# - C.-W. Wang et al. *A benchmark for comparison of dental radiography analysis algorithms.* Medical Image
+#   Analysis 31, 2016 (the ISBI 2015 cephalometric landmark challenge).

@@ -5,8 +5,12 @@
 #
 # The third notebook of the *chh-kit* series on **Contour-Hugging Heatmaps for Landmark Detection**
 # (McCouat & Voiculescu, CVPR 2022). The network of notebook 02 outputs a probability for every
-# pixel; here we ask whether those probabilities can be trusted, and fix them with one number per
-# landmark.
+# pixel; here we ask whether those probabilities can be trusted, and fix them with a temperature: one
+# per landmark as in the paper, or one for all, whichever held-out data supports.
+#
+# **How long:** about 3 minutes on a 2-core CPU under the `cpu` profile (the shipped model; the
+# cross-validation and bootstrap of the temperatures take most of it), about 70 s under `smoke`
+# (with its two-epoch training); under `paper` it needs the model that notebook 02 trains on a GPU.
 #
 # **Learning goals**
 #
@@ -18,8 +22,10 @@
 #    understand why the paper's bins suit a 640 x 800 model but not a 160 x 200 one.
 # 4. Fit **per-landmark temperatures** on a held-out calibration split and measure the effect on the
 #    test split (ECE, adaptive ECE and NLL), with the arg-max, and so MRE and SDR, unchanged.
+# 5. Decide between one temperature per landmark and one for all **from held-out evidence**
+#    (cross-validation on the calibration split), as `chh calibrate` does by default.
 #
-# The model is the one in `RUN_DIR/model` (trained by notebook 02, or the shipped pretrained one for the
+# The notebook ends with a recap, three exercises with checked answers, and references. The model is the one in `RUN_DIR/model` (trained by notebook 02, or the shipped pretrained one for the
 # `cpu` profile); everything missing is made on the way.
 
 # %% [markdown]
@@ -35,6 +41,7 @@ import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 
+from chh_lib import exercises as check
 from chh_lib.calibration import (
     collect_logits,
     cross_validated_nll,
@@ -70,7 +77,8 @@ from chh_lib.workflow import (
 #
 # `profile` is `smoke` (tiny model, for tests), `cpu` (the default; the shipped pretrained phantom model
 # when none exists yet) or `paper`; it is read from `CHH_PROFILE` when set. Relative paths are resolved
-# against the repository root; `None` selects the profile's defaults.
+# against the repository root; `None` selects the profile's defaults. `solutions = True` runs the hidden
+# solutions of the exercises at the end (the test suite does; a student leaves it `False`).
 
 # %% tags=["parameters"]
 profile = notebook_profile()  # CHH_PROFILE, else "cpu"
@@ -78,13 +86,16 @@ data_dir = None  # None: the profile's phantom
 run_dir = None  # None: runs/notebooks/<profile>
 seed = 0
 device = "auto"  # auto: CUDA, then MPS, then CPU
+solutions = False  # True: run the exercises' hidden solutions
 
 # %% [markdown]
 # ## Set-up
 #
 # The data set and a trained model are made when missing (`ensure_trained_run`), and
-# `ensure_calibrated` fits the per-landmark temperatures on the `calibration` split unless the run
-# already holds them (how, is explained below). `run.model` is the network, in eval mode.
+# `ensure_calibrated` fits the temperatures on the `calibration` split unless the run already holds
+# them (as `chh calibrate` does: how, and whether per landmark or global, is explained below). Like
+# `chh calibrate`, it also chooses notebook 05's ERE threshold on that split, and warns when the split
+# has few outliers to choose it from. `run.model` is the network, in eval mode.
 
 # %%
 paths = notebook_paths("03_temperature_calibration", profile, data_dir, run_dir)
@@ -99,8 +110,9 @@ K = landmarks.num_landmarks
 width, height = run.config.data.image_size
 calibration_info = run.payload.get("calibration", {})
 print(f"model {paths.show(paths.model_dir)}: {run.config.model.name} at {width} x {height}, device {torch_device.type}")
-print(f"temperatures fitted by method {calibration_info.get('method')!r} on split {calibration_info.get('split')!r} "
-      f"({len(calibration_info.get('image_ids', []))} images)")
+stored_scope = calibration_info.get("scope", "per_landmark")
+print(f"temperatures fitted by method {calibration_info.get('method')!r}, scope {stored_scope!r}, on split "
+      f"{calibration_info.get('split')!r} ({len(calibration_info.get('image_ids', []))} images)")
 
 # %% [markdown]
 # ## Softmax with a temperature
@@ -206,8 +218,8 @@ for grid_width, pixel in [(640, 0.1 * 1935 / 640), (160, 0.1 * 1935 / 160)]:
 
 # %% [markdown]
 # On the test split (never used to fit anything) we decode every landmark with `chh_lib.engine.predict`,
-# which returns the mode probability at $T = 1$ (`mode_prob_before`) and with the fitted temperatures
-# (`mode_prob`). Missing landmarks are left out.
+# which returns the mode probability at $T = 1$ (`mode_prob_before`) and with the run's fitted
+# temperatures (`mode_prob`). Missing landmarks are left out.
 
 # %%
 test_set = run.dataset("test")
@@ -234,6 +246,10 @@ print(f"correct: {100 * correct.mean():.1f} %; mean confidence {confidence_befor
 # $n_b$ as weights, in percent:
 #
 # $$\mathrm{ECE} = 100\sum_b \frac{n_b}{N}\,\bigl|\mathrm{acc}_b - \mathrm{conf}_b\bigr| .$$
+#
+# Its worst-case sibling, the **maximum calibration error** $\mathrm{MCE} = 100\max_{b:\,n_b>0}
+# \lvert\mathrm{acc}_b - \mathrm{conf}_b\rvert$ (Naeini et al. 2015), is the largest gap of any non-empty
+# bin; the reliability diagrams below print both.
 #
 # The paper's **CHH bins** take the edges of ten equal bins over $[0, 0.15]$ and replace the last edge,
 # 0.15, by 1.1: nine bins of width 0.015 up to 0.135, and a last bin $[0.135, 1.1]$ that holds every
@@ -332,8 +348,9 @@ display(pd.DataFrame({
 #   = \arg\min_{T > 0} \frac{1}{|P_k|}\sum_{n \in P_k} \Bigl(\log\sum_j e^{z_{nk}(j)/T} - \frac{z_{nk}(t_{nk})}{T}\Bigr).$$
 #
 # `chh_lib.calibration` computes the calibration logits once **in eval mode** and fits $\log T_k$ by
-# L-BFGS (`ensure_calibrated` did this in the set-up, via `calibrate_run(method="nll")`, and stored the
-# temperatures with the checkpoint). We repeat the fit here on the same logits to see it work.
+# L-BFGS. We fit the per-landmark temperatures here on those logits; the run's stored temperatures
+# (from `ensure_calibrated`, i.e. `chh calibrate`) may instead be a single global one: the section "One
+# temperature per landmark, or one for all?" below shows how that choice is made.
 #
 # *Replication notes.* The authors' code differs in two ways that the kit does not copy:
 # (1) **test leak**: it fitted the temperatures on the test images it then reported, so its
@@ -346,31 +363,31 @@ display(pd.DataFrame({
 # %%
 calibration_set = run.dataset("calibration")
 held_out = collect_logits(model, calibration_set, torch_device, run.config.eval.batch_size)
-refit = fit_temperatures_nll(held_out)
+per_landmark_fit = fit_temperatures_nll(held_out)
+per_landmark_temperatures = per_landmark_fit.temperatures  # (K,)
 stored = torch.as_tensor(temperatures, dtype=torch.float32)
 nll_calibration_before = float(pooled_nll(held_out.logits, held_out.target_index, torch.ones(K)))
 nll_calibration_after = float(pooled_nll(held_out.logits, held_out.target_index, stored))
 print(f"calibration split: {len(calibration_set)} images; NLL {nll_calibration_before:.4f} nats at T = 1, "
-      f"{nll_calibration_after:.4f} nats with the stored temperatures")
-print(f"refitted here: NLL {refit.nll_after:.4f} nats; largest difference to the stored temperatures "
-      f"{np.max(np.abs(refit.temperatures - temperatures)):.2e}")
+      f"{per_landmark_fit.nll_after:.4f} nats with the per-landmark T_k fitted here, "
+      f"{nll_calibration_after:.4f} nats with the run's stored ({stored_scope}) temperatures")
 
 # %% [markdown]
-# The temperatures per landmark: above 1 the network was over-confident for that landmark (its heatmaps
+# The per-landmark temperatures: above 1 the network was over-confident for that landmark (its heatmaps
 # are flattened), below 1 under-confident (sharpened).
 
 # %%
-temperature_table = pd.DataFrame({"abbr.": landmarks.abbreviations, "temperature": temperatures},
+temperature_table = pd.DataFrame({"abbr.": landmarks.abbreviations, "temperature": per_landmark_temperatures},
                                  index=pd.Index(landmarks.names, name="landmark"))
 display(temperature_table.set_index("abbr.").round(3).T)
 figure = Figure(figsize=(10, 3.2), layout="constrained")
 axes = figure.add_subplot()
-colours = ["tab:red" if t > 1 else "tab:blue" for t in temperatures]
-axes.bar(np.arange(K), temperatures, color=colours)
+colours = ["tab:red" if t > 1 else "tab:blue" for t in per_landmark_temperatures]
+axes.bar(np.arange(K), per_landmark_temperatures, color=colours)
 axes.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="T = 1 (unchanged)")
 axes.set_xticks(np.arange(K), landmarks.abbreviations, fontsize=8)
 axes.set_xlabel("landmark")
-axes.set_ylabel("temperature $T_k$")
+axes.set_ylabel("per-landmark temperature $T_k$")
 axes.set_title("red: over-confident (flattened), blue: under-confident (sharpened)", fontsize=9)
 axes.legend(fontsize=8)
 save_figure(figure, paths.output_dir / "temperatures.png")
@@ -378,7 +395,8 @@ save_figure(figure, paths.output_dir / "temperatures.png")
 # %% [markdown]
 # ## Before and after, on the test split
 #
-# Reliability diagrams with the CHH bins (`chh_lib.plots.reliability_diagram`): bars are the accuracy
+# With the run's stored temperatures. Reliability diagrams with the CHH bins
+# (`chh_lib.plots.reliability_diagram`): bars are the accuracy
 # per bin, the hatched part the gap to the bin's mean confidence, the dashed line perfect calibration;
 # below, the number of predictions per bin.
 
@@ -421,19 +439,23 @@ nll_test_before = float(np.nanmean(predictions.nll_before))
 nll_test_after = float(np.nanmean(predictions.nll))
 display(pd.DataFrame({
     "T = 1": [nll_calibration_before, nll_test_before, bins_before.ece_percent, adaptive_before.ece_percent],
-    "fitted T": [nll_calibration_after, nll_test_after, bins_after.ece_percent, adaptive_after.ece_percent],
+    "run's T": [nll_calibration_after, nll_test_after, bins_after.ece_percent, adaptive_after.ece_percent],
 }, index=["NLL, calibration split (nats)", "NLL, test split (nats)", "ECE, test, CHH bins (%)",
           "adaptive ECE, test (%)"]).round(3))
 
 # %% [markdown]
 # ## One temperature per landmark, or one for all?
 #
-# The paper fits one $T_k$ per landmark: 19 parameters from the calibration split. A single global
-# temperature $T$ has one parameter, so it cannot follow landmarks that differ, but it cannot
-# over-fit a small calibration split either. Which generalises better is a question for the data, and
-# it must be answered without the test split: **5-fold cross-validation over the calibration images**
-# (`chh_lib.calibration.cross_validated_nll`) fits both on four fifths of the images and measures the
-# NLL of the unseen fifth. The test split then only confirms.
+# The paper fits one $T_k$ per landmark: 19 parameters from the calibration split. The argument for it:
+# landmarks differ in how sharp the network's heatmaps are, so one temperature cannot flatten an
+# over-confident landmark and sharpen an under-confident one at the same time. The argument against: a
+# small calibration split estimates 19 numbers less reliably than one, and a $T_k$ fitted to the noise of
+# 30 images can do worse on new images than a single global $T$. Which effect wins is a question for
+# the data, and it must be answered **without the test split**: 5-fold cross-validation over the
+# calibration images (`chh_lib.calibration.cross_validated_nll`) fits both on four fifths of the images
+# and measures the NLL of the unseen fifth. `chh calibrate` does exactly this by default
+# (`--scope auto`) and stores the winner; `--scope per-landmark` or `--scope global` forces one. The test
+# split then only confirms.
 #
 # The variability of each $T_k$ comes from a bootstrap over calibration images (refit on each resample;
 # `num_temperature_resamples` of them).
@@ -441,11 +463,14 @@ display(pd.DataFrame({
 # %%
 num_temperature_resamples = 5 if profile == "smoke" else 20
 num_folds = min(5, len(calibration_set))
-scope_cv = cross_validated_nll(held_out, num_folds=num_folds, seed=seed)
+scope_cv = cross_validated_nll(held_out, num_folds=num_folds, seed=0)  # the folds of chh calibrate
 global_fit = fit_temperatures_nll(held_out, per_landmark=False)
 global_temperature = float(global_fit.temperatures[0])
+per_landmark_predictions = predict(model, test_set, torch_device, run.config.eval.batch_size, per_landmark_temperatures)
 global_predictions = predict(model, test_set, torch_device, run.config.eval.batch_size, global_fit.temperatures)
+bins_per_landmark = reliability_bins(per_landmark_predictions.mode_prob[present], correct)
 bins_global = reliability_bins(global_predictions.mode_prob[present], correct)
+nll_test_per_landmark = float(np.nanmean(per_landmark_predictions.nll))
 nll_test_global = float(np.nanmean(global_predictions.nll))
 rng = np.random.default_rng(seed)
 resampled = np.array([
@@ -453,50 +478,191 @@ resampled = np.array([
     .temperatures for _ in range(num_temperature_resamples)
 ])  # (resamples, K)
 temperature_ci = np.percentile(resampled, [2.5, 97.5], axis=0)  # (2, K)
-better_scope = min(("per_landmark", "global"), key=lambda scope: scope_cv[scope])
+better_scope = "per_landmark" if scope_cv["per_landmark"] <= scope_cv["global"] else "global"
+test_scope = "per_landmark" if nll_test_per_landmark <= nll_test_global else "global"
+global_inside_ci = int(np.sum((temperature_ci[0] <= global_temperature) & (global_temperature <= temperature_ci[1])))
 display(pd.DataFrame({
     f"{num_folds}-fold CV NLL, calibration split (nats)": [scope_cv["per_landmark"], scope_cv["global"]],
-    "NLL, test split (nats)": [nll_test_after, nll_test_global],
-    "ECE, test, CHH bins (%)": [bins_after.ece_percent, bins_global.ece_percent],
+    "NLL, test split (nats)": [nll_test_per_landmark, nll_test_global],
+    "ECE, test, CHH bins (%)": [bins_per_landmark.ece_percent, bins_global.ece_percent],
 }, index=["per-landmark T_k", f"global T = {global_temperature:.3f}"]).round(3))
 print(f"cross-validation on the calibration split favours the {better_scope.replace('_', '-')} temperature "
-      f"by {abs(scope_cv['per_landmark'] - scope_cv['global']):.4f} nats per prediction")
+      f"by {abs(scope_cv['per_landmark'] - scope_cv['global']):.4f} nats per prediction; the test split "
+      f"{'agrees' if test_scope == better_scope else 'disagrees'} ({test_scope.replace('_', '-')} lower by "
+      f"{abs(nll_test_per_landmark - nll_test_global):.4f} nats)")
+print(f"the run's stored scope (chh calibrate --scope auto): {stored_scope}; the global T lies inside the "
+      f"bootstrap 95 % interval of {global_inside_ci} of the {K} landmarks' T_k")
 
 # %% [markdown]
 # Left: each $T_k$ with its bootstrap 95 % interval, and the global $T$. Where the intervals of most
-# landmarks overlap the global value, 30 images cannot tell the landmarks apart. Right: the test NLL of
-# a single temperature as it varies, with the global fit and the per-landmark fit marked.
+# landmarks contain the global value, the calibration split cannot tell the landmarks apart. Right: the
+# test NLL of a single temperature as it varies, with the global fit and the per-landmark fit marked.
 
 # %%
 test_logits = collect_logits(model, test_set, torch_device, run.config.eval.batch_size)
 temperature_grid = np.geomspace(0.5, 4.0, 29)
 grid_nll = [float(pooled_nll(test_logits.logits, test_logits.target_index, torch.tensor([t])))
             for t in temperature_grid]
-figure = Figure(figsize=(11, 3.6), layout="constrained")
+figure = Figure(figsize=(11, 3.8), layout="constrained")
 left, right = figure.subplots(1, 2, width_ratios=[1.6, 1])
-left.errorbar(np.arange(K), temperatures, yerr=np.abs(temperature_ci - temperatures), fmt="o", capsize=3,
-              label="per-landmark $T_k$ (bootstrap 95 %)")
+left.errorbar(np.arange(K), per_landmark_temperatures, yerr=np.abs(temperature_ci - per_landmark_temperatures),
+              fmt="o", capsize=3, label="per-landmark $T_k$ (bootstrap 95 %)")
 left.axhline(global_temperature, color="tab:orange", linestyle="--", label=f"global T = {global_temperature:.2f}")
 left.set_xticks(np.arange(K), landmarks.abbreviations, fontsize=8)
 left.set_xlabel("landmark")
 left.set_ylabel("temperature")
-left.legend(fontsize=8, loc="upper left")
+left.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
 right.plot(temperature_grid, grid_nll, color="0.3", label="one temperature for all")
 right.axvline(global_temperature, color="tab:orange", linestyle="--", label="global fit (calibration split)")
-right.axhline(nll_test_after, color="tab:blue", linestyle=":", label="per-landmark fit")
+right.axhline(nll_test_per_landmark, color="tab:blue", linestyle=":", label="per-landmark fit")
 right.set_xscale("log")
 right.set_xticks([0.5, 1, 2, 4], labels=["0.5", "1", "2", "4"])
 right.tick_params(axis="x", which="minor", labelbottom=False)
 right.set_xlabel("temperature T")
 right.set_ylabel("test NLL (nats)")
-right.legend(fontsize=8)
+right.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1)
 save_figure(figure, paths.output_dir / "temperature_scope.png")
 del test_logits
 
 # %% [markdown]
-# ## Summary
+# ## Recap
 #
-# The key numbers go to `RUN_DIR/03_temperature_calibration/metrics.json` (with the figures above).
+# - Dividing the logits by a temperature $T$ flattens ($T > 1$) or sharpens ($T < 1$) a heatmap and never
+#   moves its arg-max: MRE and SDR are untouched by calibration.
+# - A heatmap is calibrated when its **mode probability** equals the chance that the prediction lies
+#   within the radius of one pixel's area, $\sqrt{s_x s_y / \pi}$, from the truth.
+# - The reliability diagram compares accuracy and mean confidence per bin; the ECE is their gap weighted
+#   by the bins' sizes, the MCE the largest gap.
+# - The paper's CHH bins suit 640 x 800 heatmaps; at 160 x 200 most mode probabilities fall in their wide
+#   last bin, and equal-mass (adaptive) bins measure the calibration better.
+# - Temperatures are fitted on a held-out **calibration** split, by the NLL of the annotated pixel, with
+#   the network in eval mode; fitting on the reported test images (as the authors' code did) is a leak.
+# - Per landmark or global is decided by cross-validation on the calibration split, never by the test
+#   split; `chh calibrate --scope auto` (its default) does this and the test split only confirms.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has three cells: **yours** (replace the `...`), a **hidden solution** (it runs only when
+# the parameter `solutions` is `True`, so "Run All" never overwrites your answer), and a **check** that
+# prints "not attempted yet", confirms a right answer, or raises an `ExerciseError` with a hint. The
+# checks compute their own expected values from this notebook's data.
+
+# %%
+exercise_results = {}  # exercise -> passed
+
+# %% [markdown]
+# ### Exercise 03.1 · A temperature by hand
+#
+# For the 1D toy logits `toy_logits_1d` (shape (21,)) at $T = 2$, compute with NumPy alone (no
+# `chh_lib`, no torch) the softmax $p_T(i) = e^{z_i/T} / \sum_j e^{z_j/T}$, and give its mode
+# probability, its arg-max and the temperature $T^\star$ at which the mode probability is exactly
+# $0.2$ (the mode probability falls as $T$ grows, so a bisection on $T \in [0.1, 10]$ finds it; to
+# $10^{-4}$). Answer with `answer_03_1 = {"mode_probability": ..., "argmax": ..., "temperature_for_0_2": ...}`.
+
+# %% tags=["exercise"]
+answer_03_1 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    def toy_mode_probability(temperature):
+        scaled = toy_logits_1d / temperature
+        p = np.exp(scaled - scaled.max())  # subtract the maximum: no overflow
+        return (p / p.sum()).max(), int(np.argmax(p))
+
+    low, high = 0.1, 10.0
+    while high - low > 1e-6:
+        middle = (low + high) / 2
+        low, high = (middle, high) if toy_mode_probability(middle)[0] > 0.2 else (low, middle)
+    mode_at_2, argmax_at_2 = toy_mode_probability(2.0)
+    answer_03_1 = {"mode_probability": mode_at_2, "argmax": argmax_at_2, "temperature_for_0_2": (low + high) / 2}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["03_1"] = check.exercise_03_1(answer_03_1, toy_logits_1d)
+
+# %% [markdown]
+# ### Exercise 03.2 · The ECE with equal-width bins over [0, 1]
+#
+# Naeini et al. (2015) and Guo et al. (2017) use $B = 10$ equal-width bins over $[0, 1]$ rather than the
+# CHH bins. With `confidence_after` and `correct` (the test pairs, run's temperatures), compute the ECE
+# and the MCE in percent over the edges `np.linspace(0, 1, 11)` (bins $[a, b)$, the last one closed,
+# empty bins skipped), and the share of the predictions in the first bin $[0, 0.1)$. Answer with
+# `answer_03_2 = {"ece_percent": ..., "mce_percent": ..., "share_in_first_bin": ...}`. What does the
+# share tell you about these bins for this model?
+
+# %% tags=["exercise"]
+answer_03_2 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    ten_bins, ten_bins_ece = readable_reliability(confidence_after, correct, np.linspace(0, 1, 11))
+    filled = ten_bins[ten_bins["n_b"] > 0]
+    answer_03_2 = {
+        "ece_percent": ten_bins_ece,
+        "mce_percent": float(100 * np.max(np.abs(filled["acc_b"] - filled["conf_b"]))),
+        "share_in_first_bin": float(np.mean(confidence_after < 0.1)),
+    }
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["03_2"] = check.exercise_03_2(answer_03_2, confidence_after, correct)
+
+# %% [markdown]
+# ### Exercise 03.3 · One global temperature by a grid search
+#
+# Without L-BFGS: evaluate the pooled NLL of the calibration logits (`held_out.logits`,
+# `held_out.target_index`; `pooled_nll` from `chh_lib.calibration`) at one temperature for all landmarks
+# over `np.geomspace(0.1, 10.0, 401)`, take the best $T$, and measure the **test** NLL at that $T$ with
+# `test_set` and `predict` (as above), so that you can say whether your global $T$ beats the per-landmark
+# fit on the test split (`nll_test_per_landmark`). Answer with
+# `answer_03_3 = {"global_temperature": ..., "test_nll": ..., "beats_per_landmark_on_test": ...}`.
+
+# %% tags=["exercise"]
+answer_03_3 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    grid = np.geomspace(0.1, 10.0, 401)
+    calibration_nll = [float(pooled_nll(held_out.logits, held_out.target_index, torch.tensor([t]))) for t in grid]
+    best_temperature = float(grid[int(np.argmin(calibration_nll))])
+    at_best = predict(model, test_set, torch_device, run.config.eval.batch_size, np.full(K, best_temperature))
+    answer_03_3 = {
+        "global_temperature": best_temperature,
+        "test_nll": float(np.nanmean(at_best.nll)),
+        "beats_per_landmark_on_test": bool(np.nanmean(at_best.nll) < nll_test_per_landmark),
+    }
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+def test_nll_at(temperature):
+    """Mean test NLL (nats) with one temperature for every landmark."""
+    at_temperature = predict(model, test_set, torch_device, run.config.eval.batch_size, np.full(K, temperature))
+    return float(np.nanmean(at_temperature.nll))
+
+
+exercise_results["03_3"] = check.exercise_03_3(answer_03_3, global_temperature, test_nll_at, nll_test_per_landmark)
+
+# %% [markdown]
+# ## Summary (for the test suite)
+#
+# The key numbers go to `RUN_DIR/03_temperature_calibration/metrics.json` (with the figures above), for the
+# test suite; they include how many exercises were attempted and passed.
 
 # %%
 summary = {
@@ -505,6 +671,7 @@ summary = {
     "num_test_pairs": int(present.sum()),
     "num_calibration_images": len(calibration_set),
     "accuracy_percent": float(100 * correct.mean()),
+    "stored_scope": stored_scope,
     "ece_percent_before": bins_before.ece_percent,
     "ece_percent_after": bins_after.ece_percent,
     "adaptive_ece_percent_before": adaptive_before.ece_percent,
@@ -515,19 +682,40 @@ summary = {
     "nll_after": nll_test_after,
     "nll_calibration_before": nll_calibration_before,
     "nll_calibration_after": nll_calibration_after,
-    "temperature_min": float(np.min(temperatures)),
-    "temperature_median": float(np.median(temperatures)),
-    "temperature_max": float(np.max(temperatures)),
-    "temperatures": dict(zip(landmarks.abbreviations, temperatures)),
+    "temperature_min": float(np.min(per_landmark_temperatures)),
+    "temperature_median": float(np.median(per_landmark_temperatures)),
+    "temperature_max": float(np.max(per_landmark_temperatures)),
+    "temperatures": dict(zip(landmarks.abbreviations, per_landmark_temperatures)),
+    "stored_temperatures": dict(zip(landmarks.abbreviations, temperatures)),
     "global_temperature": global_temperature,
+    "ece_percent_after_per_landmark": bins_per_landmark.ece_percent,
     "ece_percent_after_global": bins_global.ece_percent,
+    "nll_after_per_landmark": nll_test_per_landmark,
     "nll_after_global": nll_test_global,
     "cv_nll_per_landmark": scope_cv["per_landmark"],
     "cv_nll_global": scope_cv["global"],
     "cv_better_scope": better_scope,
     "readable_ece_matches_library": readable_matches,
     "argmax_unchanged": argmax_unchanged,
+    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_03_1, answer_03_2, answer_03_3)),
+    "exercises_passed": sum(exercise_results.values()),
 }
 written = write_notebook_metrics(paths.output_dir, summary)
 print(f"wrote {paths.show(written)}: ECE {summary['ece_percent_before']:.2f} % -> {summary['ece_percent_after']:.2f} %, "
-      f"NLL {nll_test_before:.3f} -> {nll_test_after:.3f} nats")
+      f"NLL {nll_test_before:.3f} -> {nll_test_after:.3f} nats ({stored_scope}); exercises passed "
+      f"{summary['exercises_passed']}/{summary['exercises_attempted']} attempted")
+
+# %% [markdown]
+# ## References
+#
+# - J. McCouat and I. Voiculescu. *Contour-Hugging Heatmaps for Landmark Detection.* CVPR 2022.
+# - C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger. *On Calibration of Modern Neural Networks.* ICML 2017
+#   (temperature scaling; ECE with ten equal-width bins).
+# - M. P. Naeini, G. F. Cooper and M. Hauskrecht. *Obtaining Well Calibrated Probabilities Using Bayesian
+#   Binning.* AAAI 2015 (the expected and maximum calibration errors).
+# - J. Nixon, M. W. Dusenberry, L. Zhang, G. Jerfel and D. Tran. *Measuring Calibration in Deep Learning.*
+#   CVPR Workshops 2019 (adaptive, equal-mass bins).
+# - O. Ronneberger, P. Fischer and T. Brox. *U-Net: Convolutional Networks for Biomedical Image
+#   Segmentation.* MICCAI 2015.
+# - C.-W. Wang et al. *A benchmark for comparison of dental radiography analysis algorithms.* Medical Image
+#   Analysis 31, 2016 (the ISBI 2015 cephalometric landmark challenge).

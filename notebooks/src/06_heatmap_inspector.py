@@ -1,7 +1,7 @@
 """Source of notebooks/06_heatmap_inspector.ipynb (build with: python notebooks/build.py 06)."""
 
 # %% [markdown]
-# # 06 · The heatmap inspector: image × landmark × temperature
+# # 06 · The heatmap inspector: landmark × image × temperature × ERE cutoff
 #
 # The sixth notebook of the *chh-kit* series on **Contour-Hugging Heatmaps for Landmark Detection**
 # (McCouat & Voiculescu, CVPR 2022). Numbers such as the MRE or an AUROC summarise thousands of
@@ -9,17 +9,23 @@
 #
 # **Learning goals**
 #
-# 1. Use an interactive inspector (`chh_lib.widgets.HeatmapInspector`) to pick any test image, any of
-#    the 19 landmarks and a temperature, and read the heatmap with its prediction, ground truth,
-#    annotators, **expected radial error (ERE)**, true radial error and mode probability.
-# 2. Compare a landmark on a contour with the point-like **sella**: the first heatmap stretches along
-#    its edge, the second is round.
-# 3. See a failure: a wrong prediction whose heatmap is spread out, so that its ERE is large too.
+# 1. Use an interactive inspector (`chh_lib.widgets.HeatmapInspector`) to walk the test images of any
+#    landmark in order of their **expected radial error (ERE)** or of their true radial error, and read
+#    each heatmap with its prediction, ground truth, annotators, ERE, radial error and mode probability.
+# 2. See the **significant set** $S$ behind the ERE as an outline, and what the cutoff $c$ does to it.
+# 3. Jump to the **outliers** (the largest true errors) and to the **false alarms** (an ERE above the
+#    threshold chosen in notebook 05, but a small error), and read the flag the threshold raises.
 # 4. See what the **temperature** does: it flattens or sharpens the heatmap (and changes the ERE and
 #    the mode probability) but never moves the arg-max.
 #
 # The inspector needs a running kernel for its controls; every view it offers is also drawn below as a
-# static figure, so the notebook reads the same without one.
+# static figure, so the notebook reads the same without one. The notebook ends with a recap, three
+# exercises with checked answers, and references.
+#
+# **How long** (measured on 2 shared CPU cores; a laptop should be as fast or faster): about 30 s under
+# `smoke` (including the two-epoch training when no model exists yet) and about 1 min under `cpu` from an
+# empty data and run directory (about 25 s once the phantom exists and the shipped model has been
+# calibrated, e.g. by notebooks 01 to 03).
 
 # %% [markdown]
 # ## Imports
@@ -29,11 +35,10 @@ import numpy as np
 from IPython.display import display
 from matplotlib.figure import Figure
 
+from chh_lib import exercises as check
 from chh_lib.devices import choose_device
-from chh_lib.engine import predict
-from chh_lib.metrics import radial_error_mm
 from chh_lib.plots import heatmap_overlay
-from chh_lib.widgets import HeatmapInspector, HeatmapReader
+from chh_lib.widgets import HeatmapInspector, HeatmapReader, small_multiples
 from chh_lib.workflow import (
     ensure_calibrated,
     ensure_phantom,
@@ -50,7 +55,8 @@ from chh_lib.workflow import (
 # `profile` is `smoke` (tiny phantom and a two-epoch model, for tests), `cpu` (the default: the
 # shipped pretrained phantom model when `RUN_DIR/model` holds none) or `paper`; it is read from
 # `CHH_PROFILE` when set. Relative paths are resolved against the repository root. `landmark` is the
-# contour landmark the tour starts with (an abbreviation).
+# contour landmark the tour starts with (an abbreviation). `solutions = True` runs the hidden solutions
+# of the exercises at the end (the test suite does; a student leaves it `False`).
 
 # %% tags=["parameters"]
 profile = notebook_profile()  # CHH_PROFILE, else "cpu"
@@ -59,13 +65,20 @@ run_dir = None  # None: runs/notebooks/<profile>
 seed = 0
 device = "auto"
 landmark = "Go"  # gonion: a contour landmark on the angle of the mandible
+solutions = False  # True: run the exercises' hidden solutions
 
 # %% [markdown]
 # ## Set-up
 #
 # The phantom is written when missing, a trained model is made as cheaply as the profile allows
-# (reused from notebook 02 when it exists) and its per-landmark temperatures $T_k$ are fitted on the
-# calibration split when the checkpoint has none.
+# (reused from notebook 02 when it exists) and its temperatures are fitted on the calibration split (one
+# per landmark or one for all, as `chh calibrate --scope auto` decides; printed below) when the checkpoint
+# has none. Fitting them also chooses the **ERE threshold** of
+# notebook 05 on held-out data and stores it in the run; the inspector reads it from there.
+# `reader.split_scores()` runs the network once over the test split and keeps the ERE and the radial
+# error of every (image, landmark) pair: they order the images and find the outliers and false alarms.
+# The reader keeps the logits of at most `reader.cache.max_images` images (least recently used ones are
+# dropped), so browsing a large split does not fill the memory.
 
 # %%
 paths = notebook_paths("06_heatmap_inspector", profile, data_dir, run_dir)
@@ -74,13 +87,15 @@ ensure_trained_run(paths.model_dir, paths.data_dir, profile, device, seed)
 temperatures = ensure_calibrated(paths.model_dir, paths.data_dir, device)
 torch_device = choose_device(device)
 reader = HeatmapReader(paths.model_dir, "test", torch_device, data_dir=paths.data_dir)
+scores = reader.split_scores()
 landmarks = reader.landmarks
 K = landmarks.num_landmarks
-hard = set(reader.run.data.descriptor.get("hard_cases", []))
+hard = reader.hard_cases
 print(f"profile {profile}: model {paths.show(paths.model_dir)} ({reader.run.config.model.name}, "
       f"{reader.run.config.data.image_size[0]} x {reader.run.config.data.image_size[1]} px), "
       f"{reader.num_images} test images, {K} landmarks; fitted temperatures "
-      f"{temperatures.min():.3g} to {temperatures.max():.3g}")
+      f"{temperatures.min():.3g} to {temperatures.max():.3g}; logits cache of {reader.cache.max_images} images")
+print(reader.threshold_note)
 
 # %% [markdown]
 # ## What the inspector computes
@@ -91,23 +106,38 @@ print(f"profile {profile}: model {paths.show(paths.model_dir)} ({reader.run.conf
 # $$p_{nk}(i) = \frac{\exp\left(z_{nk}(i) / T\right)}{\sum_j \exp\left(z_{nk}(j) / T\right)} ,$$
 #
 # the prediction is its arg-max $\hat{\mathbf{x}}_{nk}$ (independent of $T$), the **mode probability**
-# is $\max_i p_{nk}(i)$, the true **radial error** is $e_{nk} = \lVert \hat{\mathbf{x}}_{nk} -
-# \mathbf{t}_{nk} \rVert$ in mm, and the **expected radial error** is the heatmap's mean distance from
-# its own mode over the pixels above 5 % of the maximum ($S$), weighted by $q_i = p_i / \sum_{j \in S}
-# p_j$:
+# is $\max_i p_{nk}(i)$ and the true **radial error** is $e_{nk} = \lVert \hat{\mathbf{x}}_{nk} -
+# \mathbf{t}_{nk} \rVert$ in mm. The **expected radial error** is the heatmap's mean distance from its
+# own mode over the **significant set**
 #
-# $$\text{ERE}_{nk} = \sum_{i \in S} q_i \, \lVert \mathbf{x}_i - \hat{\mathbf{x}}_{nk} \rVert \quad
-# \text{(mm)} .$$
+# $$S_c = \left\{ i : \frac{p_{nk}(i)}{\max_j p_{nk}(j)} > c \right\}, \qquad
+# \text{ERE}_{nk} = \sum_{i \in S_c} q_i \, \lVert \mathbf{x}_i - \hat{\mathbf{x}}_{nk} \rVert \quad
+# \text{(mm)}, \qquad q_i = \frac{p_{nk}(i)}{\sum_{j \in S_c} p_{nk}(j)} ,$$
 #
-# The ERE needs no ground truth: it is the error the heatmap itself expects.
+# with the cutoff $c = 0.05$ in the paper. The inspector outlines $S_c$ on the heatmap and gives its size
+# $|S_c|$ in pixels and in mm² ($|S_c| \, s_x s_y$ for pixels of $s_x \times s_y$ mm). The ERE needs no
+# ground truth: it is the error the heatmap itself expects. A prediction is **flagged** when
+# $\text{ERE}_{nk} \ge t^\ast$, the threshold chosen on the calibration split (notebook 05); it was chosen
+# at the fitted temperatures and the run's cutoff, so with other settings the flag is only indicative.
 #
 # ## The interactive inspector
 #
-# Pick an image (hard cases of the phantom are marked), a landmark and a temperature $T$ (the slider
-# starts at the landmark's fitted $T_k$; *fitted T* goes back to it), and a log or linear colour scale.
-# The left panel shows the whole image (the dashed square is the crop on the right); the right panel
-# shows the crop around the prediction (red x) with the ground truth (green circle) and the two
-# annotators (triangles). The inspector starts on the first test image that is not a hard case.
+# The controls, from the top:
+#
+# - **landmark**, and **sort**: the test images of that landmark ordered by ERE or by radial error,
+#   largest first (at the fitted temperature and the run's cutoff); **rank** and **◀ previous** /
+#   **next ▶** walk that order (1 = the largest).
+# - **next outlier**: across all landmarks, the predictions with a radial error above the outlier
+#   threshold (4 mm), the largest error first, one further down the list per click; **next false alarm**:
+#   the flagged predictions whose error is *not* above it, the largest ERE first.
+# - **T** (starts at the landmark's fitted $T_k$; *fitted T* goes back to it) and a log or linear colour
+#   scale; **ERE c**, the cutoff of $S_c$; **crop ± px**, the half size of the crop.
+# - The flag line, a table of the numbers, and the figure: the whole image on the left (the dashed square
+#   is the crop), the crop around the prediction (red x) on the right with the ground truth (green circle),
+#   the two annotators (triangles) and the outline of $S_c$ (white).
+#
+# This first inspector starts on the first test image that is not a hard case; in a live kernel its
+# controls change it, and the numbers printed below are those of its starting state.
 
 # %%
 start_image = next((i for i, image_id in enumerate(reader.image_ids) if image_id not in hard), 0)
@@ -116,58 +146,139 @@ inspector = HeatmapInspector(reader, image_index=start_image, landmark_index=sta
 display(inspector.widget)
 
 # %% [markdown]
+# The controls, by their labels (the same for every profile):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(" | ".join(control.description for control in inspector.controls))
+
+# %% [markdown]
 # Without a kernel the controls do nothing, so here is the same view for the starting selection as a
-# static figure, with its numbers:
+# static figure, with its numbers, its flag and its place in the sort order:
 
 # %%
 default_reading = inspector.reading
 print(inspector.text)
+print(inspector.status_line)
 _ = save_figure(inspector.figure, paths.output_dir / "inspector_default.png")
+
+# %% [markdown]
+# ## The cutoff and the significant set
+#
+# The ERE averages over $S_c$ only. Lowering $c$ can only add pixels to $S_c$ (every pixel above $0.2$ of
+# the maximum is also above $0.05$ of it), and the pixels it adds lie in the tail, usually farther from
+# the mode, so the ERE usually grows. The three panels below do what the *ERE c* slider does, at
+# $c = 0.01$, $0.05$ and $0.2$, for the same landmark on the test image where its ERE is the largest
+# (rank 1 of the inspector's ERE order): a spread-out heatmap, where $S_c$ has room to change. The printed
+# sizes and EREs show what happens for this heatmap.
+
+# %%
+cutoff_values = (0.01, 0.05, 0.2)
+spread_image = int(scores.order(start_landmark, "ere")[0])
+cutoff_readings = [reader.read(spread_image, start_landmark, cutoff=c) for c in cutoff_values]
+crop = int(inspector.crop.value)
+figure = Figure(figsize=(13, 4.2), layout="constrained")
+for panel, reading in enumerate(cutoff_readings):
+    axes = figure.add_subplot(1, 3, panel + 1)
+    heatmap_overlay(reader.image(spread_image), reading.heatmap, reading.prediction_px, reading.target_px,
+                    reading.annotators_px, crop_half_size_px=crop, ax=axes, colorbar=panel == 2,
+                    significant_cutoff=reading.ere_cutoff,
+                    title=f"c = {reading.ere_cutoff:g}: |S| = {reading.significant_pixels} px, "
+                          f"ERE {reading.ere_mm:.2f} mm")
+    if panel:
+        axes.get_legend().remove()
+figure.suptitle(f"{landmarks.names[start_landmark]} in {reader.image_ids[spread_image]} (its largest ERE)",
+                fontsize=10)
+_ = save_figure(figure, paths.output_dir / "cutoff_outline.png")
+for reading in cutoff_readings:
+    print(f"c = {reading.ere_cutoff:<5g} |S| = {reading.significant_pixels:5d} px = "
+          f"{reading.significant_area_mm2:8.1f} mm², ERE {reading.ere_mm:6.2f} mm")
 
 # %% [markdown]
 # ## A contour landmark versus sella
 #
-# The same image, two landmarks at their fitted temperatures, on a log scale. Look at the *shape* of
-# the tails: the contour landmark's heatmap stretches **along** its edge, where annotators disagree;
-# sella, the centre of the pituitary fossa, is a point and its heatmap is round. The ERE measures the
-# *size* of the spread, not its shape, so the two EREs printed below need not differ much.
+# Back to the first inspector's image: two landmarks at their fitted temperatures, on a log scale. Look
+# at the *shape* of the tails and of the outline of $S$: the contour landmark's heatmap stretches **along**
+# its edge, where annotators disagree; sella, the centre of the pituitary fossa, is a point and its
+# heatmap is round. The ERE measures the *size* of the spread, not its shape, so the two EREs printed
+# below need not differ much.
 
 # %%
 sella = landmarks.index("S") if "S" in landmarks.abbreviations else 0
-pair = [reader.read(start_image, start_landmark), reader.read(start_image, sella)]
 image = reader.image(start_image)
-crop = max(8, image.shape[1] // 8)
+pair = [reader.read(start_image, start_landmark), reader.read(start_image, sella)]
 figure = Figure(figsize=(10, 4.4), layout="constrained")
 for panel, reading in enumerate(pair):
     heatmap_overlay(image, reading.heatmap, reading.prediction_px, reading.target_px, reading.annotators_px,
                     crop_half_size_px=crop, ax=figure.add_subplot(1, 2, panel + 1),
+                    significant_cutoff=reading.ere_cutoff,
                     title=f"{reading.landmark}: ERE {reading.ere_mm:.2f} mm, error {reading.radial_error_mm:.2f} mm")
 save_figure(figure, paths.output_dir / "contour_vs_sella.png")
 for reading in pair:
     print(f"{reading.landmark:>8}: ERE {reading.ere_mm:.2f} mm, radial error {reading.radial_error_mm:.2f} mm, "
-          f"mode probability {reading.mode_prob:.4f}")
+          f"mode probability {reading.mode_prob:.4f}, |S| = {reading.significant_pixels} px")
 
 # %% [markdown]
-# ## A failure: wrong prediction, large ERE
+# ## The worst outlier: wrong prediction, large ERE?
 #
-# `chh_lib.engine.predict` decodes every test heatmap at the fitted temperatures; we take the landmark
-# with the largest true radial error in the whole test split and show it in the inspector. A useful
-# uncertainty measure should flag it: its ERE is compared with the median ERE of the split.
+# A second inspector, so that the first keeps its starting state: one click on **next outlier** (the
+# method `go_to_next_outlier` is what the button calls) shows the prediction with the largest radial error
+# in the whole test split. A useful uncertainty measure should flag it; below, its ERE is ranked among all
+# the split's EREs, and the flag line says whether the threshold $t^\ast$ catches it.
 
 # %%
-predictions = predict(reader.model, reader.dataset, torch_device, temperatures=temperatures,
-                      ere_cutoff=reader.ere_cutoff)
-errors = radial_error_mm(predictions.pred_px, reader.dataset.target_px, reader.dataset.pixel_size_mm)
-worst_image, worst_landmark = np.unravel_index(np.nanargmax(errors), errors.shape)
-inspector.image.value = int(worst_image)
-inspector.landmark.value = int(worst_landmark)
-worst = inspector.reading
-median_ere = float(np.nanmedian(predictions.ere_mm))
-ere_rank = int((predictions.ere_mm >= worst.ere_mm).sum())  # 1 = the largest ERE
-print(inspector.text)
+outlier_view = HeatmapInspector(reader, image_index=start_image, landmark_index=start_landmark)
+outlier_view.go_to_next_outlier()
+display(outlier_view.widget)
+
+# %% [markdown]
+# Its numbers, and the same view as a static figure:
+
+# %%
+worst = outlier_view.reading
+num_outliers = len(scores.outlier_pairs())
+median_ere = float(np.nanmedian(scores.ere_mm))
+ere_rank = int((scores.ere_mm >= scores.ere_mm[worst.image_index, worst.landmark_index]).sum())  # 1 = largest
+print(outlier_view.status_line)
+print(outlier_view.text)
 print(f"hard case of the phantom: {worst.image_id in hard}; its ERE ranks {ere_rank} of the split's "
-      f"{predictions.ere_mm.size} EREs (1 = largest; median ERE {median_ere:.2f} mm)")
-_ = save_figure(inspector.figure, paths.output_dir / "worst_case.png")
+      f"{scores.ere_mm.size} EREs (1 = largest; median ERE {median_ere:.2f} mm); "
+      f"{num_outliers} of {scores.ere_mm.size} predictions are outliers")
+_ = save_figure(outlier_view.figure, paths.output_dir / "worst_case.png")
+
+# %% [markdown]
+# ## False alarms: large ERE, small error
+#
+# The other way round: predictions that the threshold flags although they are right (error at most
+# 4 mm). They cost a clinician a needless check. A heatmap that puts part of its mass far from its mode
+# (on a second, similar-looking structure, or far along an edge) has a large ERE even when the mode is
+# right. A third inspector, one click on **next false alarm**: it shows the false alarm with the largest
+# ERE, or says that there is none (a weak model whose flagged predictions are all wrong has none; so has
+# a run with no stored threshold).
+
+# %%
+alarm_view = HeatmapInspector(reader, image_index=start_image, landmark_index=start_landmark)
+alarm_view.go_to_next_false_alarm()
+display(alarm_view.widget)
+
+# %% [markdown]
+# How many predictions the threshold flags, how many of those are false alarms, and the one shown:
+
+# %%
+false_alarm_pairs = scores.false_alarm_pairs()
+if reader.ere_threshold_mm is None:
+    num_flagged = 0
+    print(f"no flags: {reader.threshold_note}")
+else:
+    num_flagged = int((scores.ere_mm >= reader.ere_threshold_mm).sum())
+    print(f"{num_flagged} of {scores.ere_mm.size} predictions have ERE ≥ {reader.ere_threshold_mm:.2f} mm; "
+          f"{len(false_alarm_pairs)} of them are false alarms (error ≤ {reader.outlier_threshold_mm:g} mm)")
+print(alarm_view.status_line)
+first_false_alarm = None
+if len(false_alarm_pairs):
+    first_false_alarm = alarm_view.reading
+    print(alarm_view.text)
+    _ = save_figure(alarm_view.figure, paths.output_dir / "false_alarm.png")
 
 # %% [markdown]
 # ## Temperature
@@ -175,7 +286,7 @@ _ = save_figure(inspector.figure, paths.output_dir / "worst_case.png")
 # Dividing the logits by $T > 1$ flattens the heatmap, $T < 1$ sharpens it; the arg-max, and therefore
 # the prediction and its radial error, stay where they are. Below, the contour landmark of the first
 # image at a quarter of, at, and at four times its fitted temperature (log colour scale: the region
-# within six decades of the peak grows with $T$).
+# within six decades of the peak grows with $T$, and so does the outline of $S$).
 
 # %%
 fitted = float(temperatures[start_landmark])
@@ -187,7 +298,7 @@ for panel, factor in enumerate(factors):
     sweep_readings.append(reading)
     axes = figure.add_subplot(1, 3, panel + 1)
     heatmap_overlay(image, reading.heatmap, reading.prediction_px, reading.target_px, reading.annotators_px,
-                    crop_half_size_px=crop, ax=axes,
+                    crop_half_size_px=crop, ax=axes, significant_cutoff=reading.ere_cutoff,
                     title=f"T = {factor:g} × {fitted:.3g}\nmode probability {reading.mode_prob:.3f}, "
                           f"ERE {reading.ere_mm:.2f} mm")
     if panel:
@@ -195,8 +306,9 @@ for panel, factor in enumerate(factors):
 _ = save_figure(figure, paths.output_dir / "temperature_effect.png")
 
 # %% [markdown]
-# The same as curves over a range of temperatures: the mode probability falls and the ERE grows with
-# $T$, while the prediction does not move (the number of distinct predictions along the sweep is printed).
+# The same as curves over a range of temperatures: the mode probability falls with $T$, while the
+# prediction does not move (the number of distinct predictions along the sweep is printed); the ERE
+# curve shows how the expected error follows the flattening.
 
 # %%
 sweep = np.geomspace(fitted / 10, fitted * 10, 25)
@@ -223,41 +335,200 @@ print(f"{distinct_predictions} distinct prediction(s) over {len(sweep)} temperat
 # %% [markdown]
 # ## All 19 heatmaps of one image
 #
-# `inspector.small_multiples()` draws every landmark of the selected image at its fitted temperature
-# (log scale); the titles give the ERE and the true error in mm. We go back to the first image.
+# `small_multiples(reader, n)` (and `inspector.small_multiples()` for the image an inspector shows) draws
+# every landmark of one image at its fitted temperature (log scale); the titles give the ERE and the true
+# error in mm. Here the first image again.
 
 # %%
-inspector.image.value = start_image
-_ = save_figure(inspector.small_multiples(), paths.output_dir / "all_heatmaps.png")
+_ = save_figure(small_multiples(reader, start_image), paths.output_dir / "all_heatmaps.png")
 
 # %% [markdown]
-# ## Summary
+# ## Recap
 #
-# The key numbers go to `RUN_DIR/06_heatmap_inspector/metrics.json` (with the figures above).
+# - A heatmap $p = \mathrm{softmax}(z / T)$ is a distribution over positions; its arg-max is the
+#   prediction, and the temperature $T$ flattens or sharpens it without moving that arg-max.
+# - The ERE is the heatmap's expected distance from its own mode over the significant set
+#   $S_c = \{i : p(i)/\max p > c\}$; a lower cutoff can only enlarge $S_c$, and the outline shows it.
+# - Sorting the images of a landmark by ERE, or by radial error, and walking that order is a faster way
+#   to find interesting heatmaps than a list of image names.
+# - *Next outlier* shows the largest true errors first; the flag compares the ERE with the threshold that
+#   calibration chose on held-out data and stored in the run (notebook 05), never one tuned on the test split.
+# - *Next false alarm* shows the flagged predictions that were right: the price of the threshold.
+# - Contour landmarks spread **along** their edge, point landmarks such as sella are round; the ERE
+#   measures the size of the spread, not its shape.
+# - The reader caches the logits of a bounded number of images (least recently used dropped first), so the
+#   inspector's memory stays bounded on a split of any size.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has three cells: **yours** (replace the `...`), a **hidden solution** (it runs only when
+# the parameter `solutions` is `True`, so "Run All" never overwrites your answer), and a **check** that
+# prints "not attempted yet", confirms a right answer, or raises an `ExerciseError` with a hint. The
+# checks compute their own expected values from this notebook's data. `exercise_results` collects them.
 
 # %%
+exercise_results = {}  # exercise -> passed
+
+# %% [markdown]
+# ### Exercise 06.1 · The size of the significant set at two cutoffs
+#
+# `inspector.reading.heatmap` (shape (H, W)) is the heatmap the first inspector shows, and
+# `inspector.reading.pixel_size_mm` its pixel size $(s_x, s_y)$ in mm. With NumPy, count the pixels of
+# $S_c = \{i : p(i)/\max_j p(j) > c\}$ at $c = 0.05$ and at $c = 0.2$, and give each area in mm²
+# ($|S_c| \, s_x s_y$). The inspector's table shows $|S_c|$ at its cutoff: use it to check your first
+# number. Answer with `answer_06_1 = {"pixels": (n_005, n_02), "area_mm2": (a_005, a_02)}`.
+
+# %% tags=["exercise"]
+answer_06_1 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    p = inspector.reading.heatmap.astype(np.float64)
+    s_x, s_y = inspector.reading.pixel_size_mm
+    counts = [int((p / p.max() > c).sum()) for c in (0.05, 0.2)]
+    answer_06_1 = {"pixels": tuple(counts), "area_mm2": tuple(n * s_x * s_y for n in counts)}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["06_1"] = check.exercise_06_1(answer_06_1, inspector.reading.heatmap,
+                                               inspector.reading.pixel_size_mm, (0.05, 0.2))
+
+# %% [markdown]
+# ### Exercise 06.2 · The false alarm with the largest ERE
+#
+# `scores.ere_mm` and `scores.radial_error_mm` (shape (N, K), mm; NaN marks a missing landmark) hold
+# every test prediction, `reader.ere_threshold_mm` the stored threshold $t^\ast$ (None when the run has
+# none) and `reader.outlier_threshold_mm` the outlier threshold. A **false alarm** has
+# $\text{ERE} \ge t^\ast$ and a (present) radial error of at most the outlier threshold. Without the
+# inspector's buttons, find the false alarm with the largest ERE. Answer with
+# `answer_06_2 = {"image_index": n, "landmark_index": k, "ere_mm": ...}`, or `answer_06_2 = None` when
+# there is no false alarm. (The third inspector above shows the same one, when there is one.)
+
+# %% tags=["exercise"]
+answer_06_2 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    answer_06_2 = None
+    if reader.ere_threshold_mm is not None:
+        is_false_alarm = ((scores.ere_mm >= reader.ere_threshold_mm)
+                          & (scores.radial_error_mm <= reader.outlier_threshold_mm))  # NaN compares False
+        if is_false_alarm.any():
+            n, k = np.unravel_index(np.argmax(np.where(is_false_alarm, scores.ere_mm, -np.inf)), scores.ere_mm.shape)
+            answer_06_2 = {"image_index": int(n), "landmark_index": int(k), "ere_mm": float(scores.ere_mm[n, k])}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["06_2"] = check.exercise_06_2(answer_06_2, scores.ere_mm, scores.radial_error_mm,
+                                               reader.ere_threshold_mm, reader.outlier_threshold_mm)
+
+# %% [markdown]
+# ### Exercise 06.3 · Does doubling the temperature increase the ERE?
+#
+# `reader.logits(start_image)[0, start_landmark].numpy()` (shape (H, W)) are the logits $z$ of the first
+# inspector's landmark, `temperatures[start_landmark]` its fitted temperature $T$,
+# `reader.dataset.pixel_size_mm[start_image]` the pixel size and `reader.ere_cutoff` the cutoff $c$. With
+# NumPy only (a 2D softmax with the maximum subtracted before `exp`, then the ERE formula at the top),
+# compute the ERE at $T$ and at $2T$ and say whether it is larger at $2T$. `reader.read(start_image,
+# start_landmark, 2 * T).ere_mm` lets you check yourself. Answer with
+# `answer_06_3 = {"ere_at_T_mm": ..., "ere_at_2T_mm": ..., "larger_at_2T": ...}`.
+
+# %% tags=["exercise"]
+answer_06_3 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    def numpy_ere(z, t, pixel_size, cutoff):
+        scaled = z.astype(np.float64) / t
+        p = np.exp(scaled - scaled.max())
+        p /= p.sum()
+        row_hat, col_hat = np.unravel_index(np.argmax(p), p.shape)
+        rows, cols = np.nonzero(p / p.max() > cutoff)
+        q = p[rows, cols] / p[rows, cols].sum()
+        return float(np.sum(q * np.hypot((cols - col_hat) * pixel_size[0], (rows - row_hat) * pixel_size[1])))
+
+    z = reader.logits(start_image)[0, start_landmark].numpy()
+    T = float(temperatures[start_landmark])
+    ere_t, ere_2t = (numpy_ere(z, t, reader.dataset.pixel_size_mm[start_image], reader.ere_cutoff) for t in (T, 2 * T))
+    answer_06_3 = {"ere_at_T_mm": ere_t, "ere_at_2T_mm": ere_2t, "larger_at_2T": ere_2t > ere_t}
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["06_3"] = check.exercise_06_3(answer_06_3, reader.logits(start_image)[0, start_landmark].numpy(),
+                                               float(temperatures[start_landmark]),
+                                               reader.dataset.pixel_size_mm[start_image], reader.ere_cutoff)
+
+# %% [markdown]
+# ## Summary (for the test suite)
+#
+# The key numbers go to `RUN_DIR/06_heatmap_inspector/metrics.json` (with the figures above), for the
+# test suite; they include how many exercises were attempted and passed.
+
+# %%
+def pair_summary(reading):
+    """The numbers of one reading, for metrics.json."""
+    return {"image_id": reading.image_id, "landmark": reading.landmark, "temperature": reading.temperature,
+            "ere_mm": reading.ere_mm, "radial_error_mm": reading.radial_error_mm, "mode_prob": reading.mode_prob,
+            "significant_pixels": reading.significant_pixels, "flagged": reading.flagged}
+
+
 summary = {
     "profile": profile,
     "device": torch_device.type,
     "widgets_built": inspector.widget is not None and len(inspector.controls) > 0,
     "num_controls": len(inspector.controls),
     "num_test_images": reader.num_images,
-    "default_selection": {
-        "image_id": default_reading.image_id,
-        "landmark": default_reading.landmark,
-        "temperature": default_reading.temperature,
-        "ere_mm": default_reading.ere_mm,
-        "radial_error_mm": default_reading.radial_error_mm,
-        "mode_prob": default_reading.mode_prob,
-    },
+    "cache_max_images": reader.cache.max_images,
+    "cached_images": len(reader.cache),
+    "ere_threshold_mm": reader.ere_threshold_mm,
+    "default_selection": pair_summary(default_reading),
+    "cutoff_sweep": {"image_id": reader.image_ids[spread_image], "cutoffs": list(cutoff_values),
+                     "significant_pixels": [r.significant_pixels for r in cutoff_readings],
+                     "ere_mm": [r.ere_mm for r in cutoff_readings]},
     "sella": {"ere_mm": pair[1].ere_mm, "radial_error_mm": pair[1].radial_error_mm},
-    "worst": {"image_id": worst.image_id, "landmark": worst.landmark, "radial_error_mm": worst.radial_error_mm,
-              "ere_mm": worst.ere_mm, "ere_rank": ere_rank, "hard_case": worst.image_id in hard},
+    "worst": {**pair_summary(worst), "ere_rank": ere_rank, "hard_case": worst.image_id in hard},
+    "num_outliers": num_outliers,
+    "num_flagged": num_flagged,
+    "num_false_alarms": len(false_alarm_pairs),
+    "first_false_alarm": None if first_false_alarm is None else pair_summary(first_false_alarm),
     "median_ere_mm": median_ere,
     "temperature_sweep": {"temperatures": sweep.tolist(), "mode_prob": [r.mode_prob for r in curve],
                           "ere_mm": [r.ere_mm for r in curve]},
     "distinct_predictions_over_sweep": distinct_predictions,
+    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_06_1, answer_06_2, answer_06_3)),
+    "exercises_passed": sum(exercise_results.values()),
 }
 written = write_notebook_metrics(paths.output_dir, summary)
 print(f"wrote {paths.show(written)}: {summary['num_controls']} controls; default selection ERE "
-      f"{default_reading.ere_mm:.2f} mm, radial error {default_reading.radial_error_mm:.2f} mm")
+      f"{default_reading.ere_mm:.2f} mm, radial error {default_reading.radial_error_mm:.2f} mm; exercises passed "
+      f"{summary['exercises_passed']}/{summary['exercises_attempted']} attempted")
+
+# %% [markdown]
+# ## References
+#
+# - J. McCouat and I. Voiculescu. *Contour-Hugging Heatmaps for Landmark Detection.* CVPR 2022.
+# - C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger. *On Calibration of Modern Neural Networks.* ICML 2017.
+# - M. P. Naeini, G. F. Cooper and M. Hauskrecht. *Obtaining Well Calibrated Probabilities Using Bayesian
+#   Binning.* AAAI 2015 (the expected calibration error with equal-width bins).
+# - J. Nixon, M. W. Dusenberry, L. Zhang, G. Jerfel and D. Tran. *Measuring Calibration in Deep Learning.*
+#   CVPR Workshops 2019 (adaptive, equal-mass bins).
+# - O. Ronneberger, P. Fischer and T. Brox. *U-Net: Convolutional Networks for Biomedical Image
+#   Segmentation.* MICCAI 2015.
+# - C.-W. Wang et al. *A benchmark for comparison of dental radiography analysis algorithms.* Medical Image
+#   Analysis 31, 2016 (the ISBI 2015 cephalometric landmark challenge).
