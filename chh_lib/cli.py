@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", choices=("smoke", "cpu", "paper"), default="cpu")
     train.add_argument("--protocol", choices=("clean", "paper"), help="ISBI 2015 split protocol (default: clean)")
     train.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs")
+    train.add_argument("--max-steps", type=_positive_int,
+                       help="stop after N optimiser steps in all (a bounded run; the checkpoint stays valid)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -138,6 +140,8 @@ def _run_train(args: argparse.Namespace) -> None:
         config = profile_config(args.profile)
     if args.epochs is not None:
         config.train.epochs = args.epochs
+    if args.max_steps is not None:
+        config.train.max_steps = args.max_steps
     if args.protocol is not None and not args.resume:
         config.data.protocol = args.protocol
     device = choose_device(args.device)
@@ -151,7 +155,9 @@ def _run_train(args: argparse.Namespace) -> None:
     result = train(config, dataset, run_dir, args.data, device, resume=args.resume, progress=not args.no_progress)
     last = result.history[-1] if result.history else None
     if last:
-        print(f"trained {len(result.history)} epochs, last loss {last['loss']:.3f}; checkpoint {result.checkpoint_path}")
+        steps = sum(int(row.get("steps", 0)) for row in result.history)
+        print(f"trained {len(result.history)} epochs ({steps} optimiser steps), last loss {last['loss']:.3f}; "
+              f"checkpoint {result.checkpoint_path}")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:

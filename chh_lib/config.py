@@ -97,6 +97,10 @@ class TrainConfig:
         evaluation and calibration always run in float32).
     deterministic : bool
         On CUDA, deterministic cuDNN/cuBLAS kernels for the seed (``chh_lib.devices.deterministic_cuda``).
+    max_steps : int or None
+        Stop after this many optimiser steps in all (a bounded run of any profile, e.g. to
+        check the ``paper`` path on a CPU); the epoch in which the budget runs out is cut
+        short, checkpointed and counted as done. None: the whole schedule.
     """
 
     epochs: int = 40
@@ -110,6 +114,7 @@ class TrainConfig:
     seed: int = 0
     bf16_on_cuda: bool = True
     deterministic: bool = True
+    max_steps: int | None = None
 
 
 @dataclass

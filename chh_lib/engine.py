@@ -334,14 +334,22 @@ def _train_loop(
     write_json_atomic(manifest, run_dir / "manifest.json")
 
     num_epochs = config.train.epochs
+    max_steps = config.train.max_steps
+    steps_done = sum(int(row.get("steps", 0)) for row in history)  # optimiser steps of the epochs already done
     drop_last = len(dataset) >= 2 * config.train.batch_size
     batches_per_epoch = len(dataset) // config.train.batch_size if drop_last else -(-len(dataset) // config.train.batch_size)
+    total_batches = max(num_epochs - start_epoch, 0) * batches_per_epoch
+    if max_steps is not None:
+        total_batches = min(total_batches, max(max_steps - steps_done, 0))
     bar = tqdm(  # disable=None: a bar on a terminal and in Jupyter, none in a log file
-        total=max(num_epochs - start_epoch, 0) * batches_per_epoch, initial=0, desc="training", unit="batch",
+        total=total_batches, initial=0, desc="training", unit="batch",
         disable=None if progress else True, mininterval=1.0,
     )
     with bar:
         for epoch in range(start_epoch, num_epochs):
+            if max_steps is not None and steps_done >= max_steps:
+                logger.info("stopping after %d optimiser steps (max_steps)", steps_done)
+                break
             dataset.set_epoch(epoch)
             loader = DataLoader(
                 dataset,
@@ -352,7 +360,8 @@ def _train_loop(
                 generator=torch.Generator().manual_seed(config.train.seed * 100_003 + epoch),
             )
             stats = _train_one_epoch(model, loader, optimizer, device, config.train.bf16_on_cuda, epoch, num_epochs,
-                                     bar, objective)
+                                     bar, objective, None if max_steps is None else max_steps - steps_done)
+            steps_done += stats["steps"]
             if held_out is not None:
                 stats["held_out_loss"] = held_out_loss(model, held_out, device, objective["name"],
                                                        objective.get("sigma_px", DEFAULT_SIGMA_PX), config.eval.batch_size)
@@ -469,11 +478,18 @@ def _train_one_epoch(
     num_epochs: int,
     bar: Any,
     objective: dict[str, Any],
+    step_budget: int | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader`` (forward, loss, backward, optimiser step per batch), advancing ``bar``."""
+    """One pass over ``loader`` (forward, loss, backward, optimiser step per batch), advancing ``bar``.
+
+    Stops early after ``step_budget`` optimiser steps when it is given; ``steps`` in the
+    result counts the steps taken.
+    """
     model.train()
-    total_loss, total_images, start = 0.0, 0, time.perf_counter()
+    total_loss, total_images, steps, start = 0.0, 0, 0, time.perf_counter()
     for step, batch in enumerate(loader):
+        if step_budget is not None and steps >= step_budget:
+            break
         bar.update(1)
         images = batch["image"].to(device, non_blocking=True)
         target_index = batch["target_index"].to(device, non_blocking=True)
@@ -491,6 +507,7 @@ def _train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        steps += 1
         total_loss += loss.item() * len(images)
         total_images += len(images)
         elapsed = time.perf_counter() - start
@@ -502,6 +519,7 @@ def _train_one_epoch(
         "loss": total_loss / max(total_images, 1),
         "images_per_s": total_images / max(seconds, 1e-9),
         "seconds": seconds,
+        "steps": steps,
     }
 
 
@@ -532,7 +550,7 @@ def _checkpoint_payload(
 
 
 def _write_history(history: list[dict[str, float]], path: Path) -> None:
-    fieldnames = ["epoch", "loss", "lr", "images_per_s", "seconds"]
+    fieldnames = ["epoch", "loss", "lr", "images_per_s", "seconds", "steps"]
     if any("held_out_loss" in row for row in history):
         fieldnames.insert(2, "held_out_loss")
     buffer = io.StringIO()

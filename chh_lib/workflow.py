@@ -395,7 +395,7 @@ def training_history(run_dir: Path) -> pd.DataFrame:
     -------
     DataFrame
         Columns ``epoch``, ``loss`` (mean NLL in nats), ``lr``, ``images_per_s``,
-        ``seconds``; empty when the run records no history.
+        ``seconds`` (and ``held_out_loss``, ``steps`` when recorded); empty when the run records no history.
     """
     from chh_lib.engine import LAST_CHECKPOINT, load_checkpoint
 

@@ -175,8 +175,8 @@ def test_held_out_loss_is_recorded_and_leaves_training_unchanged(tiny):
     assert result.history[-1]["held_out_loss"] == pytest.approx(float(np.nanmean(nll)), rel=1e-5)
     assert held_out_loss(model, held_out, torch.device("cpu")) == pytest.approx(float(np.nanmean(nll)), rel=1e-5)
     header = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[0]
-    assert header == "epoch,loss,held_out_loss,lr,images_per_s,seconds"
-    assert (tmp_path / "plain" / "train_log.csv").read_text().splitlines()[0] == "epoch,loss,lr,images_per_s,seconds"
+    assert header == "epoch,loss,held_out_loss,lr,images_per_s,seconds,steps"
+    assert (tmp_path / "plain" / "train_log.csv").read_text().splitlines()[0] == "epoch,loss,lr,images_per_s,seconds,steps"
     line = format_epoch(result.history[-1], 2)
     assert line.startswith("epoch 2/2: training loss ") and "held-out loss" in line and "images/s" in line
 
@@ -236,6 +236,42 @@ def test_only_the_mse_network_gets_the_near_zero_output(tiny):
         weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 4 and v.shape[0] == 19]
         return float(weights[-1].std())
     assert head_std(mse.checkpoint_path) < 2e-3 < head_std(nll.checkpoint_path)
+
+
+def test_max_steps_bounds_a_run_and_resume_respects_it(tiny):
+    tmp_path, config, dataset = tiny
+    config.train.batch_size = 1  # 3 training images: 3 optimiser steps per epoch
+    config.train.epochs = 5
+    full = train(config, dataset, tmp_path / "full", tmp_path / "data", torch.device("cpu"), progress=False)
+    assert [row["steps"] for row in full.history] == [3] * 5
+    config.train.max_steps = 4
+    bounded = train(config, dataset, tmp_path / "bounded", tmp_path / "data", torch.device("cpu"), progress=False)
+    assert [row["steps"] for row in bounded.history] == [3, 1]  # the second epoch is cut short
+    assert bounded.history[0]["loss"] == full.history[0]["loss"]  # the bound does not change the trajectory
+    payload = load_checkpoint(bounded.checkpoint_path)
+    assert payload["epoch"] == 2 and payload["config"]["train"]["max_steps"] == 4
+    assert "steps" in (tmp_path / "bounded" / "train_log.csv").read_text().splitlines()[0]
+    again = train(config, dataset, tmp_path / "bounded", tmp_path / "data", torch.device("cpu"), resume=True,
+                  progress=False)
+    assert [row["steps"] for row in again.history] == [3, 1]  # the budget is spent: nothing more is trained
+    config.train.max_steps = 7
+    more = train(config, dataset, tmp_path / "bounded", tmp_path / "data", torch.device("cpu"), resume=True,
+                 progress=False)
+    assert [row["steps"] for row in more.history] == [3, 1, 3]
+    assert load_checkpoint(more.checkpoint_path)["epoch"] == 3
+
+
+def test_a_seeded_run_is_bit_identical_with_the_same_threads(tiny):
+    """The README's guarantee: same machine, same torch build, same thread count -> the same weights, bit for bit."""
+    tmp_path, config, dataset = tiny
+    config.data.image_size = (32, 40)
+    config.augment.enabled = True
+    runs = [train(config, dataset, tmp_path / name, tmp_path / "data", torch.device("cpu"), progress=False)
+            for name in ("first", "second")]
+    assert [row["loss"] for row in runs[0].history] == [row["loss"] for row in runs[1].history]
+    states = [load_checkpoint(run.checkpoint_path)["model_state"] for run in runs]
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
 
 
 class _FixedOutput(torch.nn.Module):
