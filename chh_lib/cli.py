@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,11 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", choices=("smoke", "cpu", "paper"), default="cpu")
     train.add_argument("--protocol", choices=("clean", "paper"), help="ISBI 2015 split protocol (default: clean)")
     train.add_argument("--epochs", type=_positive_int, help="override the profile's number of epochs")
+    train.add_argument("--batch-size", type=_positive_int,
+                       help="override the profile's global batch (split over --nproc processes)")
+    train.add_argument("--lr", type=float, help="override the profile's learning rate (not rescaled for you)")
     train.add_argument("--max-steps", type=_positive_int,
                        help="stop after N optimiser steps in all (a bounded run; the checkpoint stays valid)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--nproc", type=_positive_int, default=1,
+                       help="train in N processes on this machine (torchrun, DistributedDataParallel; one per GPU)")
     train.set_defaults(handler=_run_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run on a split")
@@ -122,13 +128,17 @@ def _run_phantom(args: argparse.Namespace) -> None:
     print("SD along/across: SD of the annotators' difference along the contour tangent over the SD across it")
 
 
-def _run_train(args: argparse.Namespace) -> None:
+def _run_train(args: argparse.Namespace) -> int | None:
     from chh_lib.config import load_config, profile_config
     from chh_lib.data.formats import read_landmark_data
     from chh_lib.devices import choose_device
+    from chh_lib.distributed import context_from_environment, launch_command, per_process_batch_size, process_group
     from chh_lib.engine import LAST_CHECKPOINT, make_training_dataset, train
     from chh_lib.evaluation import default_cache_dir
 
+    distributed = context_from_environment()
+    if not distributed.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one process reports
     run_dir: Path = args.run_dir
     if args.resume:
         config = load_config(run_dir / "config.yaml")
@@ -142,19 +152,31 @@ def _run_train(args: argparse.Namespace) -> None:
         config.train.epochs = args.epochs
     if args.max_steps is not None:
         config.train.max_steps = args.max_steps
+    if args.batch_size is not None:
+        config.train.batch_size = args.batch_size
+    if args.lr is not None:
+        if not args.lr > 0:
+            raise ChhError(f"--lr must be positive, got {args.lr}")
+        config.train.lr = args.lr
     if args.protocol is not None and not args.resume:
         config.data.protocol = args.protocol
-    device = choose_device(args.device)
-    _log_to_file(run_dir / "train.log")
+    if args.nproc > 1 and not distributed.enabled:
+        per_process_batch_size(config.train.batch_size, args.nproc)  # refuse before starting any process
+        return subprocess.call(launch_command(args.nproc, _without_nproc(args.argv)))
+    device = distributed.device(choose_device(args.device))
+    if distributed.is_main:
+        _log_to_file(run_dir / "train.log")
     data = read_landmark_data(args.data, protocol=config.data.protocol)
     dataset = make_training_dataset(config, data.split("train"), default_cache_dir(args.data, run_dir))
     logger.info(
         "training %s (%s profile) on %d images at %dx%d on %s",
         config.model.name, config.profile, len(dataset), *config.data.image_size, device,
     )
-    result = train(config, dataset, run_dir, args.data, device, resume=args.resume, progress=not args.no_progress)
+    with process_group(distributed, device):
+        result = train(config, dataset, run_dir, args.data, device, resume=args.resume, progress=not args.no_progress,
+                       distributed=distributed)
     last = result.history[-1] if result.history else None
-    if last:
+    if last and distributed.is_main:
         steps = sum(int(row.get("steps", 0)) for row in result.history)
         print(f"trained {len(result.history)} epochs ({steps} optimiser steps), last loss {last['loss']:.3f}; "
               f"checkpoint {result.checkpoint_path}")
@@ -219,6 +241,19 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def _without_nproc(arguments: Sequence[str]) -> list[str]:
+    """The command-line arguments without ``--nproc N`` (or ``--nproc=N``)."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == "--nproc":
+            skip = True
+        elif not argument.startswith("--nproc="):
+            kept.append(argument)
+    return kept
+
+
 def _log_to_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
@@ -228,7 +263,9 @@ def _log_to_file(path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chh`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    args.argv = arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per notebook is enough
     try:

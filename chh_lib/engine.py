@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from chh_lib.config import RunConfig, config_to_dict, save_config
@@ -42,6 +43,7 @@ from chh_lib.data.augment import LandmarkAugmenter
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import ImageRecord
 from chh_lib.devices import deterministic_cuda, float32_logits, host_float64, training_autocast
+from chh_lib.distributed import SINGLE_PROCESS, DistributedContext, per_process_batch_size, sum_over_processes
 from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.heatmaps import (
@@ -235,6 +237,7 @@ def train(
     sigma_px: float = DEFAULT_SIGMA_PX,
     held_out: LandmarkDataset | None = None,
     on_epoch_end: EpochCallback | None = None,
+    distributed: DistributedContext = SINGLE_PROCESS,
 ) -> TrainResult:
     """Train a heatmap network and checkpoint it every epoch.
 
@@ -264,6 +267,11 @@ def train(
     on_epoch_end : callable, optional
         ``on_epoch_end(stats, num_epochs)`` after each epoch with its history row
         (e.g. :func:`print_epoch`).
+    distributed : DistributedContext
+        This process's place in a data-parallel run (:mod:`chh_lib.distributed`; the
+        process group must be joined): the global batch is split over the processes,
+        gradients are averaged, rank 0 alone writes files, computes the held-out loss
+        and calls ``on_epoch_end``. The default is an ordinary single-process run.
 
     Raises
     ------
@@ -280,7 +288,7 @@ def train(
     objective = {"name": loss, "sigma_px": float(sigma_px)} if loss == "gaussian_mse" else {"name": loss}
     with deterministic_cuda(device, config.train.deterministic):
         history = _train_loop(config, dataset, run_dir, data_dir, device, resume, progress, objective, held_out,
-                              on_epoch_end)
+                              on_epoch_end, distributed)
     return TrainResult(run_dir, run_dir / LAST_CHECKPOINT, history, device)
 
 
@@ -295,6 +303,7 @@ def _train_loop(
     objective: dict[str, Any],
     held_out: LandmarkDataset | None,
     on_epoch_end: EpochCallback | None,
+    distributed: DistributedContext,
 ) -> list[dict[str, float]]:
     """Build (or resume) the model and optimiser and train the remaining epochs; returns the history."""
     checkpoint_path = run_dir / LAST_CHECKPOINT
@@ -328,22 +337,33 @@ def _train_loop(
         scheduler.load_state_dict(payload["scheduler_state"])
         start_epoch, history = int(payload["epoch"]), list(payload.get("history", []))
         logger.info("resuming %s after epoch %d", checkpoint_path, start_epoch)
-    else:
+    elif distributed.is_main:
         save_config(config, run_dir / "config.yaml")
-    manifest = {**run_manifest(config, device, data_dir), **encoder_init, "loss": objective}
-    write_json_atomic(manifest, run_dir / "manifest.json")
+    if distributed.is_main:
+        manifest = {**run_manifest(config, device, data_dir), **encoder_init, "loss": objective,
+                    "processes": distributed.world_size}
+        write_json_atomic(manifest, run_dir / "manifest.json")
+    network: nn.Module = model
+    if distributed.enabled:  # after loading: DDP broadcasts rank 0's weights and averages the gradients
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     num_epochs = config.train.epochs
     max_steps = config.train.max_steps
     steps_done = sum(int(row.get("steps", 0)) for row in history)  # optimiser steps of the epochs already done
-    drop_last = len(dataset) >= 2 * config.train.batch_size
-    batches_per_epoch = len(dataset) // config.train.batch_size if drop_last else -(-len(dataset) // config.train.batch_size)
+    batch_size = per_process_batch_size(config.train.batch_size, distributed.world_size)
+    sampler = None
+    if distributed.enabled:
+        sampler = DistributedSampler(dataset, num_replicas=distributed.world_size, rank=distributed.rank,
+                                     shuffle=True, seed=config.train.seed)
+    share = len(sampler) if sampler is not None else len(dataset)  # images per process and epoch
+    drop_last = share >= 2 * batch_size
+    batches_per_epoch = share // batch_size if drop_last else -(-share // batch_size)
     total_batches = max(num_epochs - start_epoch, 0) * batches_per_epoch
     if max_steps is not None:
         total_batches = min(total_batches, max(max_steps - steps_done, 0))
     bar = tqdm(  # disable=None: a bar on a terminal and in Jupyter, none in a log file
         total=total_batches, initial=0, desc="training", unit="batch",
-        disable=None if progress else True, mininterval=1.0,
+        disable=None if progress and distributed.is_main else True, mininterval=1.0,
     )
     with bar:
         for epoch in range(start_epoch, num_epochs):
@@ -351,34 +371,42 @@ def _train_loop(
                 logger.info("stopping after %d optimiser steps (max_steps)", steps_done)
                 break
             dataset.set_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=config.train.batch_size,
-                shuffle=True,
-                drop_last=drop_last,
-                num_workers=config.train.num_workers,
-                generator=torch.Generator().manual_seed(config.train.seed * 100_003 + epoch),
-            )
-            stats = _train_one_epoch(model, loader, optimizer, device, config.train.bf16_on_cuda, epoch, num_epochs,
-                                     bar, objective, None if max_steps is None else max_steps - steps_done)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+                loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                                    num_workers=config.train.num_workers)
+            else:
+                loader = DataLoader(
+                    dataset,
+                    batch_size=batch_size,
+                    shuffle=True,
+                    drop_last=drop_last,
+                    num_workers=config.train.num_workers,
+                    generator=torch.Generator().manual_seed(config.train.seed * 100_003 + epoch),
+                )
+            stats = _train_one_epoch(network, loader, optimizer, device, config.train.bf16_on_cuda, epoch, num_epochs,
+                                     bar, objective, None if max_steps is None else max_steps - steps_done,
+                                     distributed)
             steps_done += stats["steps"]
-            if held_out is not None:
+            if held_out is not None and distributed.is_main:
                 stats["held_out_loss"] = held_out_loss(model, held_out, device, objective["name"],
                                                        objective.get("sigma_px", DEFAULT_SIGMA_PX), config.eval.batch_size)
             stats["lr"] = optimizer.param_groups[0]["lr"]
             scheduler.step()
             history.append(stats)
-            save_checkpoint(
-                _checkpoint_payload(model, optimizer, scheduler, config, dataset, epoch + 1, history, objective),
-                checkpoint_path,
-            )
-            _write_history(history, run_dir / "train_log.csv")
-            logger.info(
-                "epoch %d/%d loss %.4f lr %.2e %.1f images/s",
-                epoch + 1, num_epochs, stats["loss"], stats["lr"], stats["images_per_s"],
-            )
-            if on_epoch_end is not None:
-                on_epoch_end(stats, num_epochs)
+            if distributed.is_main:
+                save_checkpoint(
+                    _checkpoint_payload(model, optimizer, scheduler, config, dataset, epoch + 1, history, objective),
+                    checkpoint_path,
+                )
+                _write_history(history, run_dir / "train_log.csv")
+                logger.info(
+                    "epoch %d/%d loss %.4f lr %.2e %.1f images/s",
+                    epoch + 1, num_epochs, stats["loss"], stats["lr"], stats["images_per_s"],
+                )
+                if on_epoch_end is not None:
+                    on_epoch_end(stats, num_epochs)
+            distributed.barrier()  # no process starts the next epoch before rank 0 has saved this one
     return history
 
 
@@ -479,11 +507,14 @@ def _train_one_epoch(
     bar: Any,
     objective: dict[str, Any],
     step_budget: int | None = None,
+    distributed: DistributedContext = SINGLE_PROCESS,
 ) -> dict[str, float]:
     """One pass over ``loader`` (forward, loss, backward, optimiser step per batch), advancing ``bar``.
 
     Stops early after ``step_budget`` optimiser steps when it is given; ``steps`` in the
-    result counts the steps taken.
+    result counts the steps taken. In a data-parallel run the loss is averaged over all
+    processes' images, and a batch without any landmark still takes a (zero) step, so
+    that every process steps together.
     """
     model.train()
     total_loss, total_images, steps, start = 0.0, 0, 0, time.perf_counter()
@@ -493,12 +524,16 @@ def _train_one_epoch(
         bar.update(1)
         images = batch["image"].to(device, non_blocking=True)
         target_index = batch["target_index"].to(device, non_blocking=True)
-        if not bool((target_index >= 0).any()):
+        present = bool((target_index >= 0).any())
+        if not present and not distributed.enabled:
             continue
         targets = {"target_index": target_index, "target_px": batch["target_px"].to(device, non_blocking=True)}
         with training_autocast(device, bf16_on_cuda):
             outputs = model(images)  # (N, K, H, W)
-        loss = batch_loss(objective["name"], outputs, targets, objective.get("sigma_px", DEFAULT_SIGMA_PX))
+        if present:
+            loss = batch_loss(objective["name"], outputs, targets, objective.get("sigma_px", DEFAULT_SIGMA_PX))
+        else:
+            loss = outputs.float().sum() * 0.0  # moves nothing, but keeps the processes' gradient averaging in step
         if not torch.isfinite(loss):
             raise NonFiniteError(
                 f"epoch {epoch + 1}, batch {step + 1}: the loss is {loss.item()}; "
@@ -508,12 +543,14 @@ def _train_one_epoch(
         loss.backward()
         optimizer.step()
         steps += 1
-        total_loss += loss.item() * len(images)
-        total_images += len(images)
+        if present:
+            total_loss += loss.item() * len(images)
+            total_images += len(images)
         elapsed = time.perf_counter() - start
         bar.set_postfix(epoch=f"{epoch + 1}/{num_epochs}", loss=f"{loss.item():.3f}",
                         img_per_s=f"{total_images / max(elapsed, 1e-9):.1f}", refresh=False)
     seconds = time.perf_counter() - start
+    total_loss, total_images = sum_over_processes([total_loss, total_images], distributed)
     return {
         "epoch": epoch + 1,
         "loss": total_loss / max(total_images, 1),
