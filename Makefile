@@ -40,6 +40,8 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_phantom.py
 	$(VENV)/bin/python benchmarks/bench_model.py
 	$(VENV)/bin/python benchmarks/bench_augment.py
+	$(VENV)/bin/python benchmarks/bench_labelme.py
+	$(VENV)/bin/python benchmarks/bench_checkpoint.py
 
 ## Rebuild the notebooks from notebooks/src (no outputs); see notebooks/build.py to publish executed copies.
 notebooks: venv

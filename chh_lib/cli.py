@@ -6,6 +6,8 @@ input is bad, instead of a traceback from deep inside a library.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import subprocess
 import sys
@@ -29,6 +31,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chh`` and its sub-commands."""
     parser = argparse.ArgumentParser(prog="chh", description="Contour-hugging heatmaps: data, training, evaluation.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an operating-system error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     phantom = commands.add_parser("phantom", help="generate synthetic cephalograms in the ISBI 2015 layout")
@@ -269,14 +272,77 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per notebook is enough
     try:
-        status = args.handler(args)
+        with _run_lock_for(args):
+            status = args.handler(args)
     except ChhError as error:
         print(f"chh {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"chh {args.command}: interrupted; completed checkpoints are kept", file=sys.stderr)
         return 130
+    except OSError as error:
+        if args.debug:
+            raise
+        _log_traceback_to_files(error)
+        print(f"chh {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        return 2
     return int(status or 0)
+
+
+#: Commands that write into (or read a consistent state of) ``args.run_dir``; each takes its lock.
+LOCKED_COMMANDS = ("train", "calibrate", "evaluate", "pretrained", "export", "notebooks")
+#: Of those, the ones that may create the run directory.
+_CREATING_COMMANDS = ("train", "pretrained", "notebooks")
+
+
+def _run_lock_for(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The run-directory lock this command must hold (a no-op for the rest).
+
+    In a multi-process training run rank 0 takes it; the process that only launches
+    ``torchrun`` (``--nproc K``) does not.
+    """
+    from chh_lib.distributed import context_from_environment
+    from chh_lib.runlock import run_lock
+
+    run_dir = getattr(args, "run_dir", None)
+    if args.command not in LOCKED_COMMANDS or run_dir is None:
+        return contextlib.nullcontext()
+    if args.command == "train":
+        context = context_from_environment()
+        if not context.is_main or (args.nproc > 1 and not context.enabled):
+            return contextlib.nullcontext()
+    if args.command not in _CREATING_COMMANDS and not Path(run_dir).is_dir():
+        return contextlib.nullcontext()  # the command reports the missing run itself
+    return run_lock(run_dir, command=" ".join(["chh", *args.argv]))
+
+
+#: What to do about the operating-system errors a user can fix, by errno.
+_OS_ERROR_ADVICE = {
+    errno.ENOSPC: "free some disk space and run the command again (training: add --resume)",
+    errno.EDQUOT: "free some of your disk quota and run the command again (training: add --resume)",
+    errno.EROFS: "the file system is read-only; choose a writable --run-dir or output path",
+    errno.EACCES: "you may not write or read there; check the permissions or choose another path",
+    errno.EPERM: "you may not write or read there; check the permissions or choose another path",
+    errno.ENOENT: "check that the path exists",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) or use fewer DataLoader workers",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for an operating-system error: the file, the problem, what to do; earlier files are kept."""
+    where = error.filename if error.filename is not None else "a file"
+    problem = error.strerror or str(error) or type(error).__name__
+    advice = _OS_ERROR_ADVICE.get(error.errno, "check the path, the disk and the permissions")
+    return f"{where}: {problem} (errno {error.errno}); {advice}. Files written before are kept."
+
+
+def _log_traceback_to_files(error: OSError) -> None:
+    """Put the traceback into the log files of the run (e.g. ``train.log``), not on the terminal."""
+    record = logging.LogRecord("chh_lib.cli", logging.ERROR, __file__, 0, "operating-system error", None,
+                               (type(error), error, error.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import logging
+import pickle
 import platform
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import ImageRecord
 from chh_lib.devices import deterministic_cuda, float32_logits, host_float64, training_autocast
 from chh_lib.distributed import SINGLE_PROCESS, DistributedContext, per_process_batch_size, sum_over_processes
-from chh_lib.errors import CheckpointError, ConfigError, NonFiniteError
+from chh_lib.errors import CheckpointError, ConfigError, DataFormatError, NonFiniteError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.heatmaps import (
     DEFAULT_SIGMA_PX,
@@ -56,6 +57,7 @@ from chh_lib.heatmaps import (
     one_hot_nll,
     scale_logits,
     softmax_2d,
+    target_flat_index,
     target_nll,
 )
 from chh_lib.metrics import spatial_spread_mm, uncertainty_scores
@@ -133,9 +135,36 @@ def learning_rate_factor(epoch: int, milestones: list[int], gamma: float, warmup
 
 
 def make_training_dataset(config: RunConfig, records: list[ImageRecord], cache_dir: Path | None) -> LandmarkDataset:
-    """The training split at the configured size, with the paper's augmentation when enabled."""
+    """The training split at the configured size, with the paper's augmentation when enabled.
+
+    Images without any landmark inside them (every point missing or outside the image)
+    would teach nothing; they are left out with one warning line (``chh data check``
+    reports each as a problem).
+
+    Raises
+    ------
+    DataFormatError
+        When no training image has a landmark inside it.
+    """
     augmenter = LandmarkAugmenter(config.augment, config.data.image_size) if config.augment.enabled else None
-    return LandmarkDataset(records, config.data.image_size, cache_dir, augmenter=augmenter, seed=config.train.seed)
+    dataset = LandmarkDataset(records, config.data.image_size, cache_dir, augmenter=augmenter, seed=config.train.seed)
+    empty = images_without_landmarks(dataset)
+    if not empty.any():
+        return dataset
+    skipped = [record.image_id for record, is_empty in zip(records, empty) if is_empty]
+    kept = [record for record, is_empty in zip(records, empty) if not is_empty]
+    if not kept:
+        raise DataFormatError(f"none of the {len(records)} training images has a landmark inside the image")
+    logger.warning("skipping %d training image(s) with no landmark inside the image: %s%s", len(skipped),
+                   ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
+    return LandmarkDataset(kept, config.data.image_size, cache_dir, augmenter=augmenter, seed=config.train.seed)
+
+
+def images_without_landmarks(dataset: LandmarkDataset) -> np.ndarray:
+    """Which images of ``dataset`` have no target inside the network's grid: bool array of shape (N,)."""
+    width, height = dataset.image_size
+    index = target_flat_index(torch.from_numpy(dataset.target_px), width, height)  # (N, K), -1 = missing
+    return (index < 0).all(dim=1).numpy()
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -152,12 +181,24 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() or "weights_only" in str(error):
+            # torch's own text suggests the unsafe flag; say only what was refused and why
+            raise CheckpointError(f"{path}: contains Python objects other than tensors; refusing to load it "
+                                  "(it may run code)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(error)})") from None
     except Exception as error:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {_first_line(error)})") from None
     required = {"format", "model_name", "model_options", "num_landmarks", "model_state", "epoch"}
     if not isinstance(payload, dict) or not required <= set(payload):
         raise CheckpointError(f"{path}: not a chh-kit checkpoint (missing {sorted(required - set(payload or {}))})")
     return payload
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message (torch's can run to many lines)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def model_from_checkpoint(payload: dict[str, Any], path: Path, num_landmarks: int | None = None) -> nn.Module:

@@ -219,3 +219,34 @@ def test_notebooks_command_passes_the_solutions_flag(monkeypatch, tmp_path, flag
     monkeypatch.setattr(runner, "format_summary", lambda summary: "summary")
     assert main(["notebooks", "--run-dir", str(tmp_path), "--profile", "smoke", "--only", "04", *flag]) == 0
     assert seen["parameters"] == expected and seen["only"] == ["04"] and seen["profile"] == "smoke"
+
+
+@pytest.mark.parametrize("code, problem, advice", [
+    (28, "No space left on device", "free some disk space and run the command again (training: add --resume)"),
+    (30, "Read-only file system", "the file system is read-only; choose a writable --run-dir or output path"),
+])
+def test_an_os_error_while_training_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys,
+                                                                               code, problem, advice):
+    import chh_lib.engine as engine
+    from chh_lib.engine import LAST_CHECKPOINT, load_checkpoint
+
+    make_tiny_isbi(tmp_path / "data", images_per_split=4, size=(48, 60))
+    run = tmp_path / "run"
+    common = ["--data", str(tmp_path / "data"), "--run-dir", str(run), "--profile", "smoke", "--no-progress"]
+    assert main(["train", *common, "--epochs", "1"]) == 0
+    good = (run / LAST_CHECKPOINT).read_bytes()
+    capsys.readouterr()
+
+    def failing_write(path, data, durable=True):
+        raise OSError(code, problem, str(path))
+
+    monkeypatch.setattr(engine, "write_bytes_atomic", failing_write)
+    assert main(["train", *common, "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"chh train: error: {run / LAST_CHECKPOINT}: {problem} (errno {code}); {advice}. "
+                       "Files written before are kept.")
+    assert not any("Traceback" in line for line in err)
+    assert (run / LAST_CHECKPOINT).read_bytes() == good and load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1
+    assert "Traceback" in (run / "train.log").read_text()  # the traceback went to the run's log instead
+    with pytest.raises(OSError, match=problem):  # --debug shows it
+        main(["--debug", "train", *common, "--resume", "--epochs", "2"])

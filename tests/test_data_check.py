@@ -57,6 +57,28 @@ def test_point_outside_the_image_is_a_warning(tmp_path):
     assert any("subspinale" in w and "400_junior" in w and "outside the 40x50 image" in w for w in report.warnings)
 
 
+def test_an_image_without_any_landmark_is_one_problem_and_training_leaves_it_out(tmp_path, caplog):
+    from chh_lib.config import profile_config
+    from chh_lib.data.formats import read_landmark_data
+    from chh_lib.engine import make_training_dataset
+
+    make_tiny_isbi(tmp_path, images_per_split=4, size=(40, 50))
+    write_isbi_case(tmp_path, "TrainingData", "002", np.zeros((1, 1), np.uint8), np.full((2, 19, 2), 10.0))
+    report = check_data(tmp_path)
+    assert not report.ok
+    [problem] = [p for p in report.problems if "002" in p]
+    assert problem.endswith("002.bmp: no landmark lies inside the 1x1 image (all 19 are missing or outside it); "
+                            "training leaves the image out")
+    assert not any("002.bmp" in w for w in report.warnings)  # one line, not 38 warnings
+    data = read_landmark_data(tmp_path)
+    records = data.split("train")
+    assert "TrainingData/002" in [r.image_id for r in records]
+    with caplog.at_level("WARNING"):
+        dataset = make_training_dataset(profile_config("smoke"), records, None)
+    assert dataset.image_ids == [r.image_id for r in records if r.image_id != "TrainingData/002"]
+    assert caplog.text.count("skipping 1 training image(s) with no landmark inside the image: TrainingData/002") == 1
+
+
 def test_missing_data_directory_is_a_problem_not_a_crash(tmp_path):
     report = check_data(tmp_path / "absent")
     assert not report.ok and "data directory not found" in report.problems[0]

@@ -105,3 +105,38 @@ def test_a_batch_that_does_not_split_is_refused_before_training(two_runs, capsys
         "chh train: error: the batch of 3 images cannot be split evenly over 2 processes; "
         "use a number of processes that divides it")
     assert not (root / "three").exists()
+
+
+def test_process_group_on_cuda_uses_nccl_and_the_local_gpu(monkeypatch):
+    """The CUDA branch, with torch.distributed and torch.cuda mocked (no GPU here)."""
+    import torch.distributed as dist
+
+    from chh_lib.distributed import process_group
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(dist, "init_process_group",
+                        lambda backend, rank, world_size: calls.append(("init", backend, rank, world_size)))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    context = DistributedContext(rank=3, world_size=4, local_rank=1)
+    with process_group(context, context.device(torch.device("cuda"))):
+        calls.append(("inside",))
+    assert calls == [("set_device", 1), ("init", "nccl", 3, 4), ("inside",), ("destroy",)]
+    calls.clear()
+    with process_group(context, torch.device("cpu")):
+        pass
+    assert calls == [("init", "gloo", 3, 4), ("destroy",)]
+    calls.clear()
+    with process_group(SINGLE_PROCESS, torch.device("cuda")):
+        pass
+    assert calls == []  # one process joins no group
+
+
+def test_the_manifest_names_the_gpu(monkeypatch, tmp_path):
+    from chh_lib.config import profile_config
+    from chh_lib.engine import run_manifest
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Mock GPU {device}")
+    manifest = run_manifest(profile_config("paper"), torch.device("cuda", 1), tmp_path)
+    assert manifest["device"] == "cuda:1" and manifest["device_name"] == "Mock GPU cuda:1"

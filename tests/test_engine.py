@@ -274,6 +274,37 @@ def test_a_seeded_run_is_bit_identical_with_the_same_threads(tiny):
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
 
 
+class _Payload:
+    """Stands for code an attacker pickles into a checkpoint; loading it would run ``__reduce__``."""
+
+    def __reduce__(self):
+        return (print, ("this code ran",))
+
+
+def test_a_checkpoint_with_code_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "model_state": {}, "extra": _Payload()}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message == f"{path}: contains Python objects other than tensors; refusing to load it (it may run code)"
+    assert "weights_only=False" not in message and "\n" not in message
+    assert "this code ran" not in capsys.readouterr().out
+    from chh_lib.cli import main
+    from chh_lib.config import save_config
+
+    run_dir = tmp_path / "run" / "checkpoints"
+    run_dir.mkdir(parents=True)
+    save_config(profile_config("smoke"), tmp_path / "run" / "config.yaml")
+    (run_dir / "last.pt").write_bytes(path.read_bytes())
+    make_tiny_isbi(tmp_path / "data", images_per_split=1)
+    assert main(["evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(tmp_path / "data")]) == 2
+    captured = capsys.readouterr()
+    assert "this code ran" not in captured.out
+    assert captured.err.strip().splitlines()[-1].endswith("refusing to load it (it may run code)")
+    assert "weights_only" not in captured.err
+
+
 class _FixedOutput(torch.nn.Module):
     """A 'model' that returns the same (K, H, W) maps for every image."""
 

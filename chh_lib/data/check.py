@@ -127,6 +127,12 @@ def _check_image(record: ImageRecord, data: LandmarkData, report: CheckReport) -
     outside = (points[..., 0] < -0.5) | (points[..., 0] > width - 0.5) | (points[..., 1] < -0.5) | (
         points[..., 1] > height - 0.5
     )
+    if (outside | np.isnan(points).any(axis=-1)).all():
+        report.problems.append(
+            f"{record.image_path}: no landmark lies inside the {width}x{height} image (all "
+            f"{points.shape[1]} are missing or outside it); training leaves the image out"
+        )
+        return True
     for annotator, landmark in zip(*np.nonzero(outside)):
         x, y = points[annotator, landmark]
         report.warnings.append(

@@ -195,7 +195,7 @@ class LandmarkDataset(Dataset):
                 cache_path.unlink(missing_ok=True)
         resized = pad_and_resize(read_image(record.image_path), self.geometries[index])
         if cache_path is not None:
-            save_npy_atomic(cache_path, resized)
+            save_npy_atomic(cache_path, resized, durable=False)  # a cache can be rebuilt
         return resized
 
     def _geometry(self, record: ImageRecord) -> ResizeGeometry:
