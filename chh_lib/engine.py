@@ -55,6 +55,7 @@ from chh_lib.heatmaps import (
     gaussian_mse_per_landmark,
     mode_probability,
     one_hot_nll,
+    quadratic_peak_2d,
     scale_logits,
     softmax_2d,
     target_flat_index,
@@ -182,17 +183,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower() or "weights_only" in str(error):
-            # torch's own text suggests the unsafe flag; say only what was refused and why
+        # torch's own text suggests the unsafe weights_only=False; say only what was refused and why
+        if "Unsupported global" in str(error):
             raise CheckpointError(f"{path}: contains Python objects other than tensors; refusing to load it "
                                   "(it may run code)") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(error)})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError: {_unpickler_reason(error)})") from None
     except Exception as error:  # torch raises many types for a corrupt file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {_first_line(error)})") from None
     required = {"format", "model_name", "model_options", "num_landmarks", "model_state", "epoch"}
     if not isinstance(payload, dict) or not required <= set(payload):
         raise CheckpointError(f"{path}: not a chh-kit checkpoint (missing {sorted(required - set(payload or {}))})")
     return payload
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The reason torch's weights-only unpickler gives (e.g. ``Unsupported operand 110``), without its advice."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1].strip().splitlines()
+        if reason and reason[0].strip():
+            return reason[0].strip()
+    return _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:
@@ -654,6 +666,8 @@ class Predictions:
     scores : dict of str to ndarray (N, K)
         Uncertainty scores of the temperature-scaled heatmaps: ``ere`` (mm),
         ``neg_mode_prob``, ``entropy`` (nats), ``spread`` (mm).
+    pred_px_subpixel : ndarray, shape (N, K, 2), or None
+        The arg-max refined to sub-pixel precision (:func:`chh_lib.heatmaps.quadratic_peak_2d`).
     """
 
     pred_px: np.ndarray
@@ -662,6 +676,7 @@ class Predictions:
     nll: np.ndarray
     nll_before: np.ndarray
     scores: dict[str, np.ndarray]
+    pred_px_subpixel: np.ndarray | None = None
 
     @property
     def ere_mm(self) -> np.ndarray:
@@ -705,6 +720,7 @@ def predict(
         heatmaps = softmax_2d(scaled)
         outputs = {
             "pred_px": argmax_2d(logits),
+            "pred_px_subpixel": quadratic_peak_2d(logits),
             "mode_prob": mode_probability(scaled),
             "mode_prob_before": mode_probability(logits),
             "nll": target_nll(scaled, target_index),

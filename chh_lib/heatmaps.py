@@ -211,6 +211,52 @@ def gaussian_mse(outputs: torch.Tensor, target_px: torch.Tensor, sigma_px: float
     return per_landmark[present].mean()
 
 
+def quadratic_peak_2d(logits: torch.Tensor) -> torch.Tensor:
+    r"""Sub-pixel position of each heatmap's mode: the arg-max pixel moved by a parabola fit.
+
+    Along x (and the same along y), a parabola through the log-probabilities
+    :math:`l_{-1}, l_0, l_{+1}` of the arg-max pixel and its two neighbours peaks at
+
+    .. math:: \delta = \frac{1}{2}\,\frac{l_{-1} - l_{+1}}{l_{-1} - 2 l_0 + l_{+1}},
+
+    clipped to :math:`[-\tfrac12, \tfrac12]`; exact for a Gaussian heatmap (whose log is
+    a parabola). The offset is 0 on the border of the grid or where the three values are
+    not concave. Log-probabilities and logits differ by a constant per map, and a
+    temperature scales both sides alike, so the result depends on neither.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W)
+
+    Returns
+    -------
+    Tensor, shape (N, K, 2), float32
+        (x, y) in pixels of the grid.
+    """
+    _check_4d(logits)
+    values = logits.float()
+    n, k, height, width = values.shape
+    peak = argmax_2d(values)  # (N, K, 2)
+    x, y = peak[..., 0].long(), peak[..., 1].long()
+    flat = values.flatten(2)  # (N, K, H*W)
+
+    def at(row: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+        index = (row.clamp(0, height - 1) * width + column.clamp(0, width - 1))[..., None]
+        return flat.gather(-1, index)[..., 0]
+
+    centre = at(y, x)
+
+    def offset(before: torch.Tensor, after: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        curvature = before - 2 * centre + after
+        usable = inside & (curvature < 0) & torch.isfinite(curvature)
+        delta = 0.5 * (before - after) / torch.where(usable, curvature, torch.ones_like(curvature))
+        return torch.where(usable, delta.clamp(-0.5, 0.5), torch.zeros_like(delta))
+
+    dx = offset(at(y, x - 1), at(y, x + 1), (x > 0) & (x < width - 1))
+    dy = offset(at(y - 1, x), at(y + 1, x), (y > 0) & (y < height - 1))
+    return peak + torch.stack([dx, dy], dim=-1)
+
+
 def argmax_2d(maps: torch.Tensor) -> torch.Tensor:
     """Position of the first maximum of each map, in row-major order.
 

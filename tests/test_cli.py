@@ -35,6 +35,10 @@ def test_smoke_run_writes_every_output(smoke_run, capsys):
     assert sdr == sorted(sdr)
     assert metrics["mre_mm"] > 0 and metrics["mre_sd_mm"] >= 0 and metrics["baseline_mre_mm"] > 0
     assert metrics["num_missing"] >= 0 and metrics["sdr_inclusive"] is False
+    # the sub-pixel decoding is reported beside the arg-max: within half a pixel's diagonal of it
+    subpixel = metrics["subpixel"]
+    assert subpixel["decode"] == "quadratic" and set(subpixel["sdr_percent"]) == set(metrics["sdr_percent"])
+    assert abs(subpixel["mre_mm"] - metrics["mre_mm"]) <= 0.5 * np.sqrt(2) * 3.0  # smoke pixels: 3 mm
     per_landmark = (run_dir / "eval_test" / "per_landmark.csv").read_text().splitlines()
     assert len(per_landmark) == 20 and per_landmark[0].startswith("landmark,abbreviation,mre_mm")
     per_image = (run_dir / "eval_test" / "per_image.csv").read_text().splitlines()

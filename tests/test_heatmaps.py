@@ -166,3 +166,39 @@ def test_gaussian_mse_per_landmark_and_mean_over_present():
     # a zero output away from the borders scores sum g^2 = about pi sigma^2, whatever the grid
     centre = torch.tensor([[[50.0, 40.0]]])
     assert gaussian_mse(torch.zeros(1, 1, 80, 100), centre, 2.0).item() == pytest.approx(math.pi * 4, rel=1e-4)
+
+
+def _gaussian_logits(centres_xy, sigmas_xy, height=40, width=32):
+    """Log of axis-aligned Gaussian heatmaps (up to a constant), shape (1, M, H, W)."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                            indexing="ij")
+    maps = [-((xs - cx) ** 2) / (2 * sx**2) - ((ys - cy) ** 2) / (2 * sy**2)
+            for (cx, cy), (sx, sy) in zip(centres_xy, sigmas_xy)]
+    return torch.stack(maps)[None].float()
+
+
+def test_quadratic_peak_recovers_a_known_subpixel_peak():
+    from chh_lib.heatmaps import quadratic_peak_2d
+
+    rng = np.random.default_rng(0)
+    centres = rng.uniform([3, 3], [28, 36], size=(20, 2))
+    sigmas = rng.uniform(0.7, 4.0, size=(20, 2))  # round and elongated along x or y
+    logits = _gaussian_logits(centres, sigmas)
+    found = quadratic_peak_2d(logits)[0].numpy()
+    assert np.abs(found - centres).max() < 0.05  # in pixels
+    assert np.abs(argmax_2d(logits)[0].numpy() - centres).max() > 0.3  # the arg-max alone cannot
+    # a temperature and a constant shift change neither the arg-max nor the parabola's peak
+    np.testing.assert_allclose(quadratic_peak_2d(logits / 2.5 + 7.0)[0].numpy(), found, atol=1e-3)
+
+
+def test_quadratic_peak_stays_on_the_arg_max_at_borders_and_flat_maps():
+    from chh_lib.heatmaps import quadratic_peak_2d
+
+    border = _gaussian_logits([(0.2, 39.0)], [(1.0, 1.0)])  # mode on the corner pixel (0, 39): no neighbours
+    np.testing.assert_array_equal(quadratic_peak_2d(border)[0, 0].numpy(), [0.0, 39.0])
+    flat = torch.zeros(1, 1, 5, 4)
+    np.testing.assert_array_equal(quadratic_peak_2d(flat)[0, 0].numpy(), argmax_2d(flat)[0, 0].numpy())
+    step = torch.zeros(1, 1, 5, 4)
+    step[0, 0, 2, 1:] = 1.0  # a plateau: not concave along x, so no offset there
+    offset = quadratic_peak_2d(step)[0, 0] - argmax_2d(step)[0, 0]
+    assert abs(float(offset[0])) <= 0.5 and float(offset[1]) == 0.0
