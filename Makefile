@@ -42,6 +42,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_augment.py
 	$(VENV)/bin/python benchmarks/bench_labelme.py
 	$(VENV)/bin/python benchmarks/bench_checkpoint.py
+	$(VENV)/bin/python benchmarks/bench_predict.py
 
 ## Rebuild the notebooks from notebooks/src (no outputs); see notebooks/build.py to publish executed copies.
 notebooks: venv

@@ -1,4 +1,4 @@
-"""The ``chh`` command line: phantom, train, evaluate, pretrained.
+"""The ``chh`` command line: phantom, train, calibrate, evaluate, predict, pretrained, export.
 
 Every command prints a clear one-line error (and exits with status 2) when its
 input is bad, instead of a traceback from deep inside a library.
@@ -93,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also run the exercises' hidden solutions (every check must then pass)")
     notebooks.set_defaults(handler=_run_notebooks)
 
+    predict = commands.add_parser("predict", help="apply a trained run to new images (no annotations needed)")
+    predict.add_argument("--run-dir", type=Path, required=True)
+    predict.add_argument("--images", nargs="+", required=True, metavar="DIR_OR_GLOB",
+                         help="image files, folders (their images) or quoted glob patterns")
+    predict.add_argument("--out", type=Path, required=True, help="CSV to write: one row per (image, landmark)")
+    predict.add_argument("--pixel-size-mm", type=float, nargs="+", metavar="MM",
+                         help="spacing of the images, one value or x y (default: the run's training spacing)")
+    predict.add_argument("--decode", choices=("argmax", "quadratic"), default="argmax",
+                         help="argmax: the paper's pixel (default); quadratic: sub-pixel refinement")
+    predict.add_argument("--heatmaps-dir", type=Path, help="also write each image's heatmaps (.npz)")
+    predict.add_argument("--overlay-dir", type=Path, help="also write each image with its predictions (.png)")
+    predict.add_argument("--batch-size", type=_positive_int, help="images per forward pass (default: the run's)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(handler=_run_predict)
+
     data = commands.add_parser("data", help="inspect a data set")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="validate a data set without training")
@@ -103,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained = commands.add_parser("pretrained", help="write a run directory holding the shipped phantom model")
     pretrained.add_argument("run_dir", type=Path)
     pretrained.add_argument("--data", type=Path, help="data set to record for chh evaluate")
+    pretrained.add_argument("--checkpoint", type=Path,
+                            help="a checkpoint written by chh export (default: the shipped phantom model)")
     pretrained.set_defaults(handler=_run_pretrained)
 
     export = commands.add_parser("export", help="write a run's weights as a slim checkpoint (no optimiser state)")
@@ -133,7 +151,7 @@ def _run_phantom(args: argparse.Namespace) -> None:
 
 def _run_train(args: argparse.Namespace) -> int | None:
     from chh_lib.config import load_config, profile_config
-    from chh_lib.data.formats import read_landmark_data
+    from chh_lib.data.formats import log_data_handling, read_landmark_data
     from chh_lib.devices import choose_device
     from chh_lib.distributed import context_from_environment, launch_command, per_process_batch_size, process_group
     from chh_lib.engine import LAST_CHECKPOINT, make_training_dataset, train
@@ -170,6 +188,7 @@ def _run_train(args: argparse.Namespace) -> int | None:
     if distributed.is_main:
         _log_to_file(run_dir / "train.log")
     data = read_landmark_data(args.data, protocol=config.data.protocol)
+    log_data_handling(data)
     dataset = make_training_dataset(config, data.split("train"), default_cache_dir(args.data, run_dir))
     logger.info(
         "training %s (%s profile) on %d images at %dx%d on %s",
@@ -177,7 +196,7 @@ def _run_train(args: argparse.Namespace) -> int | None:
     )
     with process_group(distributed, device):
         result = train(config, dataset, run_dir, args.data, device, resume=args.resume, progress=not args.no_progress,
-                       distributed=distributed)
+                       distributed=distributed, data_handling=data.handling())
     last = result.history[-1] if result.history else None
     if last and distributed.is_main:
         steps = sum(int(row.get("steps", 0)) for row in result.history)
@@ -221,6 +240,34 @@ def _run_notebooks(args: argparse.Namespace) -> None:
     print(f"executed notebooks and figures: {args.run_dir}")
 
 
+def _run_predict(args: argparse.Namespace) -> int:
+    from chh_lib.devices import choose_device
+    from chh_lib.prediction import predict_images, write_prediction_csv
+
+    spacing = args.pixel_size_mm
+    if spacing is not None and len(spacing) not in (1, 2):
+        raise ChhError(f"--pixel-size-mm takes one value or two (x y), got {len(spacing)}")
+    result = predict_images(
+        args.run_dir, args.images, None if spacing is None else (spacing * 2)[:2], args.decode,
+        choose_device(args.device), args.batch_size, "skip", args.heatmaps_dir, args.overlay_dir,
+        progress=not args.no_progress,
+    )
+    write_prediction_csv(result.table, args.out)
+    table = result.table
+    flagged = int(table["flagged"].fillna(False).sum()) if len(table) else 0
+    state = "calibrated" if result.calibrated else "not calibrated (run chh calibrate for temperatures and flags)"
+    print(f"predicted {len(table)} landmarks on {result.num_images} images ({result.decode}, {state}) in "
+          f"{result.seconds:.1f} s ({result.num_images / max(result.seconds, 1e-9):.2f} images/s); "
+          f"{flagged} flagged; wrote {args.out}")
+    for path, reason in result.skipped.items():
+        print(f"chh predict: skipped {path}: {reason}", file=sys.stderr)
+    if result.skipped:
+        print(f"chh predict: {len(result.skipped)} of {len(result.skipped) + result.num_images} images skipped",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_data_check(args: argparse.Namespace) -> int:
     from chh_lib.data.check import check_data, format_report
 
@@ -232,7 +279,7 @@ def _run_data_check(args: argparse.Namespace) -> int:
 def _run_pretrained(args: argparse.Namespace) -> None:
     from chh_lib.pretrained import write_pretrained_run
 
-    path = write_pretrained_run(args.run_dir, args.data)
+    path = write_pretrained_run(args.run_dir, args.data, args.checkpoint)
     print(f"wrote {path}; evaluate with: chh evaluate --run-dir {args.run_dir}" + ("" if args.data else " --data DATA_DIR"))
 
 
@@ -290,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: Commands that write into (or read a consistent state of) ``args.run_dir``; each takes its lock.
-LOCKED_COMMANDS = ("train", "calibrate", "evaluate", "pretrained", "export", "notebooks")
+LOCKED_COMMANDS = ("train", "calibrate", "evaluate", "predict", "pretrained", "export", "notebooks")
 #: Of those, the ones that may create the run directory.
 _CREATING_COMMANDS = ("train", "pretrained", "notebooks")
 

@@ -291,6 +291,7 @@ def train(
     held_out: LandmarkDataset | None = None,
     on_epoch_end: EpochCallback | None = None,
     distributed: DistributedContext = SINGLE_PROCESS,
+    data_handling: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a heatmap network and checkpoint it every epoch.
 
@@ -325,6 +326,9 @@ def train(
         process group must be joined): the global batch is split over the processes,
         gradients are averaged, rank 0 alone writes files, computes the held-out loss
         and calls ``on_epoch_end``. The default is an ordinary single-process run.
+    data_handling : dict, optional
+        The data set's policies and what they did (:meth:`chh_lib.data.formats.LandmarkData.handling`),
+        recorded as ``data`` in ``manifest.json``.
 
     Raises
     ------
@@ -341,7 +345,7 @@ def train(
     objective = {"name": loss, "sigma_px": float(sigma_px)} if loss == "gaussian_mse" else {"name": loss}
     with deterministic_cuda(device, config.train.deterministic):
         history = _train_loop(config, dataset, run_dir, data_dir, device, resume, progress, objective, held_out,
-                              on_epoch_end, distributed)
+                              on_epoch_end, distributed, data_handling)
     return TrainResult(run_dir, run_dir / LAST_CHECKPOINT, history, device)
 
 
@@ -357,6 +361,7 @@ def _train_loop(
     held_out: LandmarkDataset | None,
     on_epoch_end: EpochCallback | None,
     distributed: DistributedContext,
+    data_handling: dict[str, Any] | None = None,
 ) -> list[dict[str, float]]:
     """Build (or resume) the model and optimiser and train the remaining epochs; returns the history."""
     checkpoint_path = run_dir / LAST_CHECKPOINT
@@ -395,6 +400,8 @@ def _train_loop(
     if distributed.is_main:
         manifest = {**run_manifest(config, device, data_dir), **encoder_init, "loss": objective,
                     "processes": distributed.world_size}
+        if data_handling is not None:
+            manifest["data"] = data_handling
         write_json_atomic(manifest, run_dir / "manifest.json")
     network: nn.Module = model
     if distributed.enabled:  # after loading: DDP broadcasts rank 0's weights and averages the gradients

@@ -4,6 +4,10 @@
 
 ``per_image.csv``
     one row per image: its MRE, then the radial error and the ERE of every landmark (mm).
+``predictions.csv``
+    one row per (image, landmark): the arg-max position in pixels of the ORIGINAL image
+    (and mm), the mode probability, the ERE and whether it exceeds the held-out threshold
+    (the table of :func:`chh_lib.prediction.prediction_table`, as ``chh predict`` writes it).
 ``per_landmark.csv``
     one row per landmark: MRE, SD, SDR per threshold, baseline MRE, annotator
     distance, mean ERE and temperature.
@@ -59,6 +63,12 @@ from chh_lib.engine import (
 from chh_lib.errors import ConfigError, DataFormatError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.metrics import mean_radial_error, radial_error_mm, success_detection_rate
+from chh_lib.prediction import (
+    prediction_table,
+    source_positions_px,
+    write_prediction_csv,
+)
+from chh_lib.run_info import data_description
 from chh_lib.uncertainty import choose_ere_threshold, summarise_uncertainty
 
 logger = logging.getLogger(__name__)
@@ -231,6 +241,12 @@ def evaluate_run(
         metrics["subpixel"] = _subpixel_metrics(predictions.pred_px_subpixel, dataset, settings)
     output_dir = run.run_dir / f"eval_{split}"
     output_dir.mkdir(parents=True, exist_ok=True)
+    threshold = metrics.get("ere_threshold_mm")
+    write_prediction_csv(prediction_table(
+        dataset.image_ids, run.data.landmarks, source_positions_px(predictions.pred_px, dataset.geometries),
+        np.array([record.pixel_size_mm for record in dataset.records]), predictions.mode_prob, None,
+        predictions.ere_mm, float("nan") if threshold is None else float(threshold),
+    ), output_dir / "predictions.csv")
     _write_csv(per_landmark, output_dir / "per_landmark.csv")
     _write_csv(per_image, output_dir / "per_image.csv")
     if figures:
@@ -340,6 +356,7 @@ def calibrate_run(
     threshold_split = "selection" if "selection" in run.data.splits and split == "calibration" else split
     ere_threshold = _held_out_ere_threshold(run, threshold_split, result.temperatures, device)
     payload = dict(run.payload)
+    payload.update(data_description(run.data))
     payload["temperatures"] = torch.as_tensor(result.temperatures, dtype=torch.float64)
     payload["ere_threshold"] = ere_threshold
     payload["calibration"] = {"method": result.method, "split": split, "image_ids": image_ids, "scope": scope,

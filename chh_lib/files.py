@@ -99,3 +99,10 @@ def save_npy_atomic(path: Path, array: np.ndarray, durable: bool = True) -> None
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     write_bytes_atomic(path, buffer.getvalue(), durable=durable)
+
+
+def save_npz_atomic(path: Path, durable: bool = True, **arrays: np.ndarray) -> None:
+    """Save named arrays in compressed ``.npz`` format atomically (no pickles)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue(), durable=durable)

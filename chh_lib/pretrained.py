@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from chh_lib.config import config_from_dict, save_config
+from chh_lib.data.formats import read_landmark_data
 from chh_lib.engine import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
 from chh_lib.errors import CheckpointError
 from chh_lib.files import write_json_atomic
+from chh_lib.run_info import run_landmarks, run_pixel_size_mm
 
 PRETRAINED_NAME = "phantom_unet_small.pt"
 
@@ -27,6 +29,11 @@ def pretrained_path() -> Path:
 def export_slim_checkpoint(run_dir: Path, out_path: Path, provenance: dict[str, Any] | None = None) -> Path:
     """Write ``run_dir``'s last checkpoint without optimiser or scheduler state.
 
+    The file keeps the weights, configuration, temperatures and ERE threshold (when
+    calibrated), the landmark names and the training images' pixel spacing
+    (:mod:`chh_lib.run_info`), so that ``chh pretrained --checkpoint FILE`` and
+    ``chh predict`` need nothing else.
+
     Parameters
     ----------
     provenance : dict, optional
@@ -35,6 +42,10 @@ def export_slim_checkpoint(run_dir: Path, out_path: Path, provenance: dict[str, 
     source = Path(run_dir) / LAST_CHECKPOINT
     payload = load_checkpoint(source)
     slim = {key: value for key, value in payload.items() if key not in ("optimizer_state", "scheduler_state")}
+    landmarks = run_landmarks(payload, run_dir)
+    slim["landmarks"] = {"names": list(landmarks.names), "abbreviations": list(landmarks.abbreviations)}
+    spacing = run_pixel_size_mm(payload, run_dir)
+    slim["pixel_size_mm"] = None if spacing is None else list(spacing)
     slim["provenance"] = dict(provenance or {})
     save_checkpoint(slim, Path(out_path))
     return Path(out_path)
@@ -44,7 +55,15 @@ def write_pretrained_run(run_dir: Path, data_dir: Path | None = None, checkpoint
     """Make a run directory from the shipped (or given) slim checkpoint.
 
     Writes ``config.yaml``, ``manifest.json`` (``pretrained: true`` and ``data_dir``
-    when given) and ``checkpoints/last.pt``.
+    when given) and ``checkpoints/last.pt``. The checkpoint is read with
+    ``weights_only=True``; with ``data_dir`` it must have been trained for that data
+    set's landmarks (the same number, and the same names when it stores them).
+
+    Raises
+    ------
+    CheckpointError
+        A checkpoint that is not readable, stores no configuration, or was trained for
+        other landmarks than those of ``data_dir``; an existing checkpoint in ``run_dir``.
 
     Returns
     -------
@@ -55,6 +74,8 @@ def write_pretrained_run(run_dir: Path, data_dir: Path | None = None, checkpoint
     payload = load_checkpoint(source)
     if "config" not in payload:
         raise CheckpointError(f"{source}: no configuration stored with the weights")
+    if data_dir is not None:
+        _check_landmarks_fit(payload, source, Path(data_dir))
     run_dir = Path(run_dir)
     target = run_dir / LAST_CHECKPOINT
     if target.exists():
@@ -69,3 +90,18 @@ def write_pretrained_run(run_dir: Path, data_dir: Path | None = None, checkpoint
     }
     write_json_atomic(manifest, run_dir / "manifest.json")
     return target
+
+
+def _check_landmarks_fit(payload: dict[str, Any], source: Path, data_dir: Path) -> None:
+    """Refuse a checkpoint trained for other landmarks than those of the data set at ``data_dir``."""
+    protocol = config_from_dict(payload["config"]).data.protocol
+    landmarks = read_landmark_data(data_dir, protocol=protocol).landmarks
+    if int(payload["num_landmarks"]) != landmarks.num_landmarks:
+        raise CheckpointError(f"{source}: checkpoint was trained for {payload['num_landmarks']} landmarks but "
+                              f"the data set {data_dir} has {landmarks.num_landmarks}")
+    stored = (payload.get("landmarks") or {}).get("names")
+    if stored and tuple(stored) != landmarks.names:
+        differing = next(k for k, (a, b) in enumerate(zip(stored, landmarks.names)) if a != b)
+        raise CheckpointError(f"{source}: checkpoint was trained for other landmarks than the data set {data_dir} "
+                              f"(landmark {differing + 1}: {stored[differing]!r} in the checkpoint, "
+                              f"{landmarks.names[differing]!r} in the data set)")

@@ -297,7 +297,7 @@ def train_or_reuse(
         ``on_epoch_end(stats, num_epochs)`` after each epoch (e.g. :func:`chh_lib.engine.print_epoch`).
     """
     from chh_lib.data.dataset import LandmarkDataset
-    from chh_lib.data.formats import read_landmark_data
+    from chh_lib.data.formats import log_data_handling, read_landmark_data
     from chh_lib.devices import choose_device
     from chh_lib.engine import LAST_CHECKPOINT, make_training_dataset, train
     from chh_lib.evaluation import default_cache_dir
@@ -321,12 +321,13 @@ def train_or_reuse(
         if epochs is not None:
             config.train.epochs = int(epochs)
     data = read_landmark_data(data_dir, protocol=config.data.protocol)
+    log_data_handling(data)
     cache_dir = default_cache_dir(data_dir, run_dir)
     dataset = make_training_dataset(config, data.split("train"), cache_dir)
     held_out = None if held_out_split is None else LandmarkDataset(data.split(held_out_split),
                                                                    config.data.image_size, cache_dir)
     train(config, dataset, run_dir, data_dir, choose_device(device), resume=resume, progress=progress, loss=loss,
-          held_out=held_out, on_epoch_end=on_epoch_end)
+          held_out=held_out, on_epoch_end=on_epoch_end, data_handling=data.handling())
     return TrainingOutcome(run_dir, "resumed" if resume else "trained", time.perf_counter() - start)
 
 

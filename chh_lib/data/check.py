@@ -7,6 +7,8 @@ decodes every image, and reports:
   unreadable files, malformed annotations (wrong landmark count, non-numeric
   or non-finite values, duplicated or unknown labels), annotators disagreeing
   on the image list, an empty training split;
+* what the descriptor's policies decided (listed, exit status 0): images left
+  out under ``on_bad_image: skip`` and labels repaired under ``on_duplicate_label``;
 * warnings that do not (listed, exit status 0): landmarks outside their image
   (they are treated as missing), annotation files without an image, missing
   landmarks, inconsistent or anisotropic pixel spacing;
@@ -68,6 +70,9 @@ class CheckReport:
     tangent_source: str | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    policies: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +91,7 @@ def check_data(root: Path, protocol: str | None = None) -> CheckReport:
         return report
     report.problems.extend(log.problems)
     report.warnings.extend(log.warnings)
+    report.policies, report.skipped, report.repairs = dict(data.policies), list(data.skipped), list(data.repairs)
     report.format, report.protocol = data.format, data.protocol
     report.landmark_names, report.annotators = data.landmarks.names, data.annotators
     records = _unique_records(data)
@@ -177,6 +183,8 @@ def format_report(report: CheckReport, max_lines: int = 30) -> str:
         lines.append("images per split: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items()))
     if report.landmark_names:
         lines.append(f"{len(report.landmark_names)} landmarks, annotators: {', '.join(report.annotators)}")
+    if report.policies:
+        lines.append("policies: " + ", ".join(f"{key} {value}" for key, value in report.policies.items()))
     if report.annotator_distance_mm is not None:
         ratios = report.along_across_ratio if report.along_across_ratio is not None else np.full(
             len(report.landmark_names), np.nan)
@@ -185,7 +193,13 @@ def format_report(report: CheckReport, max_lines: int = 30) -> str:
             lines.append(f"{name:<28} {distance:>24.2f} {'-' if np.isnan(ratio) else f'{ratio:.1f}':>16}")
         if report.tangent_source:
             lines.append(f"(along = the {report.tangent_source}'s direction at each landmark)")
-    for title, items in (("problems", report.problems), ("warnings", report.warnings)):
+    sections = (
+        ("problems", report.problems),
+        ("images skipped (on_bad_image: skip)", report.skipped),
+        (f"labels repaired (on_duplicate_label: {report.policies.get('on_duplicate_label')})", report.repairs),
+        ("warnings", report.warnings),
+    )
+    for title, items in sections:
         if items:
             lines.append(f"{len(items)} {title}:")
             lines.extend(f"  - {item}" for item in items[:max_lines])

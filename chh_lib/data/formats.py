@@ -29,6 +29,9 @@ Descriptor keys (all optional for ISBI 2015)::
     images: images                    # labelme, csv: the image folder
     annotators: {senior: labelme/senior, junior: labelme/junior}   # labelme: folders
     image_path: by_name | strict      # labelme: how 'imagePath' is checked (default by_name)
+    on_duplicate_label: error | first | mean | missing
+                                      # labelme: a label placed twice in one file (default error)
+    on_bad_image: error | skip        # an image that cannot be used (default error)
     annotations: annotations.csv      # csv: the file
     splits: {train: [a.png, ...], test: [...]}          # explicit lists, or
     splits: {fractions: {train: 0.7, calibration: 0.15, test: 0.15}, seed: 0}
@@ -47,12 +50,24 @@ Ground truth is the mean of the annotators; every annotator is kept. A landmark
 an annotator did not mark is NaN. Problems are raised as :class:`DataFormatError`
 naming the file; with a collecting :class:`ProblemLog`, per-image problems are
 recorded and the image is skipped instead (the data checker uses this).
+
+Two descriptor policies turn problems into listed decisions. ``on_duplicate_label``
+repairs a labelme file that places one label more than once: ``first`` keeps the
+first point, ``mean`` their mean, ``missing`` makes that landmark missing (each
+repair is one line of :attr:`LandmarkData.repairs`). ``on_bad_image: skip`` leaves
+out every image with a per-image problem (a missing or malformed annotation, an
+image that does not decode: each image of a split is decoded once to find out) and
+lists it in :attr:`LandmarkData.skipped`. ``error``, the default of both, stops at
+the first such problem. With explicit split lists, an image named in no split is
+never read (neither it nor its annotations).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +90,10 @@ DESCRIPTOR_NAME = "dataset.yaml"
 FORMATS = ("isbi2015", "labelme", "csv")
 #: Values of the descriptor's ``image_path``: pair labelme files by name, or insist on ``imagePath``.
 IMAGE_PATH_RULES = ("by_name", "strict")
+#: Values of the descriptor's ``on_duplicate_label``: what to do with a label placed twice in one labelme file.
+DUPLICATE_LABEL_POLICIES = ("error", "first", "mean", "missing")
+#: Values of the descriptor's ``on_bad_image``: stop at an image that cannot be used, or leave it out.
+BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,22 @@ class LandmarkData:
     descriptor: dict[str, Any]
     format: str = "isbi2015"
     protocol: str | None = None
+    policies: dict[str, str] = field(default_factory=lambda: {"on_duplicate_label": "error", "on_bad_image": "error"})
+    repairs: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    unlisted: tuple[str, ...] = ()
+
+    def handling(self) -> dict[str, Any]:
+        """The policies and what they did, for a run's manifest and log.
+
+        Returns
+        -------
+        dict
+            ``policies``; ``repaired`` and ``skipped`` (one message per item); ``not_in_any_split``
+            (how many images explicit split lists leave out, never read).
+        """
+        return {"policies": dict(self.policies), "repaired": list(self.repairs), "skipped": list(self.skipped),
+                "not_in_any_split": len(self.unlisted)}
 
     def split(self, name: str) -> list[ImageRecord]:
         """Records of the split ``name``; an unknown or empty split raises :class:`DataFormatError`."""
@@ -125,20 +160,35 @@ class LandmarkData:
 class ProblemLog:
     """Where readers send what they find wrong.
 
-    ``report`` is for problems that would make training wrong: raised at once as
+    ``report`` is for per-image problems that would make training wrong: under the
+    ``on_bad_image: skip`` policy (``skip_bad_images``) recorded in ``skipped`` while
+    the reader leaves the image out; otherwise raised at once as
     :class:`DataFormatError`, or, when ``collect`` is set, recorded in ``problems``
-    while the reader skips the image. ``warn`` is for harmless oddities (an
-    annotation file without an image): always recorded in ``warnings``, never raised.
+    while the reader skips the image. ``repair`` records a change made under the
+    ``on_duplicate_label`` policy. ``warn`` is for harmless oddities (an annotation
+    file without an image): always recorded in ``warnings``, never raised.
     """
 
     collect: bool = False
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skip_bad_images: bool = False
+    skipped: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+    skipped_names: set[str] = field(default_factory=set)
 
-    def report(self, message: str) -> None:
+    def report(self, message: str, image_name: str | None = None) -> None:
+        if self.skip_bad_images:
+            self.skipped.append(message)
+            if image_name is not None:
+                self.skipped_names.add(image_name)
+            return
         if not self.collect:
             raise DataFormatError(message)
         self.problems.append(message)
+
+    def repair(self, message: str) -> None:
+        self.repairs.append(message)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -445,9 +495,18 @@ def _check_labelme_image_size(document: dict[str, Any], image_size: tuple[int, i
 
 
 def labelme_points(
-    document: dict[str, Any], label_to_index: dict[str, int], num_landmarks: int, source: str
+    document: dict[str, Any], label_to_index: dict[str, int], num_landmarks: int, source: str,
+    on_duplicate: str = "error", repairs: list[str] | None = None,
 ) -> np.ndarray:
     """Landmark positions of the ``point`` shapes of a labelme document.
+
+    Parameters
+    ----------
+    on_duplicate : str
+        A label placed more than once: ``error`` (raise), ``first`` (keep its first
+        point), ``mean`` (the mean of its points) or ``missing`` (NaN).
+    repairs : list of str, optional
+        Receives one message per repaired label (naming ``source``).
 
     Returns
     -------
@@ -457,11 +516,12 @@ def labelme_points(
     Raises
     ------
     DataFormatError
-        A non-point shape, an unknown or duplicated label, or a point that is not
-        two finite numbers.
+        A non-point shape, an unknown label, a duplicated one under ``error``, or a
+        point that is not two finite numbers.
     """
-    points = np.full((num_landmarks, 2), np.nan)
-    seen: set[str] = set()
+    if on_duplicate not in DUPLICATE_LABEL_POLICIES:
+        raise ValueError(f"unknown duplicate-label policy {on_duplicate!r}")
+    placed: dict[str, list[tuple[float, float]]] = {}
     for number, shape in enumerate(document["shapes"]):
         if not isinstance(shape, dict):
             raise DataFormatError(f"{source}: shape {number + 1} is not an object")
@@ -470,13 +530,24 @@ def labelme_points(
             raise DataFormatError(f"{source}: shape {label!r} is a {shape.get('shape_type')!r}, not a point")
         if label not in label_to_index:
             raise DataFormatError(f"{source}: label {label!r} is not a landmark of the descriptor")
-        if label in seen:
-            raise DataFormatError(f"{source}: label {label!r} appears more than once")
-        seen.add(label)
+        if label in placed and on_duplicate == "error":
+            raise DataFormatError(f"{source}: label {label!r} appears more than once "
+                                  "(set on_duplicate_label in dataset.yaml to first, mean or missing to repair it)")
         xy = _point_from(shape.get("points"))
         if xy is None:
             raise DataFormatError(f"{source}: point {label!r} is not one pair of finite numbers")
-        points[label_to_index[label]] = xy
+        placed.setdefault(label, []).append(xy)
+    points = np.full((num_landmarks, 2), np.nan)
+    for label, positions in placed.items():
+        if len(positions) > 1:
+            kept = {"first": "kept the first point", "mean": "used the mean of its points",
+                    "missing": "treated the landmark as missing"}[on_duplicate]
+            if repairs is not None:
+                repairs.append(f"{source}: label {label!r} appears {len(positions)} times; {kept} "
+                               f"(on_duplicate_label: {on_duplicate})")
+            if on_duplicate == "missing":
+                continue
+        points[label_to_index[label]] = positions[0] if on_duplicate == "first" else np.mean(positions, axis=0)
     return points
 
 
@@ -503,7 +574,7 @@ class _OtherImagePath:
 
 
 def _read_labelme_file(
-    path: Path, image_path: Path, image_size: tuple[int, int], spec: _Spec
+    path: Path, image_path: Path, image_size: tuple[int, int], spec: _Spec, repairs: list[str],
 ) -> tuple[np.ndarray, _OtherImagePath | None]:
     """Points of one labelme file paired (by stem) with ``image_path``.
 
@@ -512,6 +583,8 @@ def _read_labelme_file(
     points : ndarray, shape (K, 2)
     other : _OtherImagePath or None
         Set when ``imagePath`` names another file and the rule is ``by_name``.
+
+    Repairs made under the descriptor's ``on_duplicate_label`` are appended to ``repairs``.
 
     Raises
     ------
@@ -533,7 +606,9 @@ def _read_labelme_file(
     except DataFormatError as error:
         hint = f"; its imagePath names {other.named!r}, not {other.image_name!r}" if other else ""
         raise DataFormatError(f"{error}{hint}") from None
-    return labelme_points(document, spec.label_to_index, spec.landmarks.num_landmarks, source), other
+    points = labelme_points(document, spec.label_to_index, spec.landmarks.num_landmarks, source,
+                            spec.on_duplicate_label, repairs)
+    return points, other
 
 
 def _other_image_path_warning(others: list[_OtherImagePath]) -> str:
@@ -559,19 +634,24 @@ def _read_labelme(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, ImageRe
         for stray in sorted(p for p in folder.glob("*.json") if p.stem not in stems):
             log.warn(f"{stray}: annotation without an image in {image_dir}")
     others: list[_OtherImagePath] = []
+    if spec.listed_images is not None:
+        images = [p for p in images if p.name in spec.listed_images]  # the rest is never read
     for image_path in images:
         paths = {a: folders[a] / f"{image_path.stem}.json" for a in spec.annotators}
         missing = [f"{a} ({p})" for a, p in paths.items() if not p.is_file()]
         if missing:
-            log.report(f"{image_path}: not annotated by every annotator; missing {', '.join(missing)}")
+            log.report(f"{image_path}: not annotated by every annotator; missing {', '.join(missing)}", image_path.name)
             continue
         try:
             size = image_size_of(image_path)
-            read = [_read_labelme_file(p, image_path, size, spec) for p in paths.values()]
+            repairs: list[str] = []
+            read = [_read_labelme_file(p, image_path, size, spec, repairs) for p in paths.values()]
             pixel_size_mm = spec.pixel_size_for(image_path.name)
         except DataFormatError as error:
-            log.report(str(error))
+            log.report(str(error), image_path.name)
             continue
+        for message in repairs:
+            log.repair(message)
         others.extend(other for _, other in read if other is not None)
         annotations = np.stack([points for points, _ in read])
         records[image_path.name] = ImageRecord(image_path.name, image_path, annotations, pixel_size_mm)
@@ -672,20 +752,22 @@ def _read_csv(root: Path, spec: _Spec, log: ProblemLog) -> dict[str, ImageRecord
         annotators = spec.annotators
     spec.annotators = annotators
     names = sorted({image for image, _ in table})
+    if spec.listed_images is not None:
+        names = [name for name in names if name in spec.listed_images]  # the rest is never read
     records: dict[str, ImageRecord] = {}
     for name in names:
         image_path = image_dir / name
         missing = [a for a in annotators if (name, a) not in table]
         if missing:
-            log.report(f"{csv_path}: image {name!r} has no row for annotator(s) {', '.join(missing)}")
+            log.report(f"{csv_path}: image {name!r} has no row for annotator(s) {', '.join(missing)}", name)
             continue
         if not image_path.is_file():
-            log.report(f"{image_path}: image named in {csv_path.name} not found")
+            log.report(f"{image_path}: image named in {csv_path.name} not found", name)
             continue
         try:
             pixel_size_mm = spec.pixel_size_for(name)
         except DataFormatError as error:
-            log.report(str(error))
+            log.report(str(error), name)
             continue
         annotations = np.stack([table[(name, a)] for a in annotators])
         records[name] = ImageRecord(name, image_path, annotations, pixel_size_mm)
@@ -721,6 +803,9 @@ class _Spec:
     seed: int
     calibration_fraction: float
     image_path: str = "by_name"
+    on_duplicate_label: str = "error"
+    on_bad_image: str = "error"
+    listed_images: set[str] | None = None
 
     def pixel_size_for(self, image_name: str) -> tuple[float, float]:
         if image_name in self.per_image_pixel_size_mm:
@@ -770,7 +855,25 @@ def _parse_descriptor(descriptor: dict[str, Any], path: Path, fmt: str) -> _Spec
     if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         raise DataFormatError(f"{path}: 'calibration_fraction' must lie in [0, 1), got {fraction!r}")
     return _Spec(descriptor, path, landmarks, label_to_index, annotators, default_size, per_image,
-                 int(descriptor.get("seed", 0)), float(fraction), _image_path_rule(descriptor, path))
+                 int(descriptor.get("seed", 0)), float(fraction), _image_path_rule(descriptor, path),
+                 _policy(descriptor, path, "on_duplicate_label", DUPLICATE_LABEL_POLICIES),
+                 _policy(descriptor, path, "on_bad_image", BAD_IMAGE_POLICIES), _listed_images(descriptor))
+
+
+def _policy(descriptor: dict[str, Any], path: Path, key: str, choices: tuple[str, ...]) -> str:
+    """The descriptor's value of a policy ``key`` (default ``error``), checked against ``choices``."""
+    value = descriptor.get(key, "error")
+    if not isinstance(value, str) or value not in choices:
+        raise DataFormatError(f"{path}: '{key}' must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _listed_images(descriptor: dict[str, Any]) -> set[str] | None:
+    """The image names of explicit split lists, or None when the splits are fractions (every image used)."""
+    splits = descriptor.get("splits")
+    if not isinstance(splits, dict) or "fractions" in splits:
+        return None
+    return {str(name) for listed in splits.values() if isinstance(listed, list) for name in listed}
 
 
 def _image_path_rule(descriptor: dict[str, Any], path: Path) -> str:
@@ -868,7 +971,8 @@ def _resolve_splits(records: dict[str, ImageRecord], spec: _Spec, log: ProblemLo
                 raise DataFormatError(f"{spec.path}: image {name!r} is in splits {assigned[name]!r} and {split!r}")
             assigned[name] = str(split)
             if name not in records:
-                log.report(f"{spec.path}: split {split!r} names {name!r}, which is missing or was skipped")
+                if name not in log.skipped_names:  # a skipped image is listed once, with its reason
+                    log.report(f"{spec.path}: split {split!r} names {name!r}, which is missing or was skipped", name)
                 continue
             splits[str(split)].append(records[name])
     return splits
@@ -912,6 +1016,7 @@ def read_landmark_data(root: Path, protocol: str | None = None, log: ProblemLog 
         raise DataFormatError(f"{descriptor_path}: unsupported format {fmt!r} (supported: {', '.join(FORMATS)})")
     spec = _parse_descriptor(descriptor, descriptor_path, fmt)
     log = log if log is not None else ProblemLog()
+    log.skip_bad_images = spec.on_bad_image == "skip"
     if fmt == "isbi2015":
         if "splits" in descriptor:
             raise DataFormatError(f"{descriptor_path}: ISBI 2015 splits come from 'protocol' (clean or paper), not 'splits'")
@@ -919,7 +1024,7 @@ def read_landmark_data(root: Path, protocol: str | None = None, log: ProblemLog 
         if chosen not in ISBI_PROTOCOLS:
             raise DataFormatError(f"unknown protocol {chosen!r}; choose one of {', '.join(ISBI_PROTOCOLS)}")
         splits = _isbi_splits(_read_isbi(root, spec, log), chosen, spec)
-        return LandmarkData(root, spec.landmarks, spec.annotators, splits, descriptor, fmt, chosen)
+        return _finish(LandmarkData(root, spec.landmarks, spec.annotators, splits, descriptor, fmt, chosen), spec, log)
     if protocol is not None:
         raise DataFormatError(f"{descriptor_path}: protocols apply to ISBI 2015 data only, not {fmt}")
     reader: Callable[[Path, _Spec, ProblemLog], dict[str, ImageRecord]] = (
@@ -927,4 +1032,50 @@ def read_landmark_data(root: Path, protocol: str | None = None, log: ProblemLog 
     )
     records = reader(root, spec, log)
     splits = _resolve_splits(records, spec, log)
-    return LandmarkData(root, spec.landmarks, spec.annotators, splits, descriptor, fmt, None)
+    data = LandmarkData(root, spec.landmarks, spec.annotators, splits, descriptor, fmt, None,
+                        unlisted=_unlisted_images(root, spec))
+    if data.unlisted:
+        log.warn(f"{len(data.unlisted)} images are in no split of {descriptor_path.name} and were not read "
+                 f"(e.g. {data.unlisted[0]})")
+    return _finish(data, spec, log)
+
+
+def _unlisted_images(root: Path, spec: _Spec) -> tuple[str, ...]:
+    """Names of the images in the image folder that explicit split lists leave out."""
+    if spec.listed_images is None:
+        return ()
+    folder = root / str(spec.descriptor.get("images", "images"))
+    if not folder.is_dir():
+        return ()
+    return tuple(p.name for p in _images_in(folder) if p.name not in spec.listed_images)
+
+
+def _finish(data: LandmarkData, spec: _Spec, log: ProblemLog) -> LandmarkData:
+    """Apply ``on_bad_image: skip`` to images that do not decode, and record the policies and what they did."""
+    splits = data.splits
+    if spec.on_bad_image == "skip":
+        unusable: set[str] = set()
+        unique = {record.image_id: record for split in splits.values() for record in split}
+        for image_id, record in unique.items():
+            try:
+                read_image(record.image_path)
+            except DataFormatError as error:
+                log.report(str(error))
+                unusable.add(image_id)
+        splits = {name: [r for r in split if r.image_id not in unusable] for name, split in splits.items()}
+    return dataclasses.replace(
+        data, splits=splits,
+        policies={"on_duplicate_label": spec.on_duplicate_label, "on_bad_image": spec.on_bad_image},
+        repairs=tuple(log.repairs), skipped=tuple(log.skipped),
+    )
+
+
+def log_data_handling(data: LandmarkData, log: logging.Logger | None = None) -> None:
+    """One warning line per image skipped or label repaired under the descriptor's policies."""
+    log = log or logging.getLogger(__name__)
+    for message in data.skipped:
+        log.warning("skipped (on_bad_image: skip): %s", message)
+    for message in data.repairs:
+        log.warning("repaired: %s", message)
+    if data.unlisted:
+        log.info("%d images are in no split and were not read", len(data.unlisted))
