@@ -233,19 +233,18 @@ def predict_images(
     chunk = int(batch_size or run.config.eval.batch_size)
     rows: list[pd.DataFrame] = []
     skipped: dict[str, str] = {}
-    bar = tqdm(total=len(paths), unit="image", disable=not progress, desc="predict")
-    for first in range(0, len(paths), chunk):
-        batch_paths = paths[first:first + chunk]
-        loaded = [_load(path, run.config.data.image_size) for path in batch_paths]
-        for path, item in zip(batch_paths, loaded):
-            if isinstance(item, str):
-                _refuse_or_skip(path, item, on_bad_image, skipped)
-        good = [(path, item) for path, item in zip(batch_paths, loaded) if not isinstance(item, str)]
-        if good:
-            rows.extend(_predict_batch(run, good, spacing, decode, device, on_bad_image, skipped,
-                                       heatmaps_dir, overlay_dir))
-        bar.update(len(batch_paths))
-    bar.close()
+    with tqdm(total=len(paths), unit="image", disable=not progress, desc="predict") as bar:
+        for first in range(0, len(paths), chunk):
+            batch_paths = paths[first:first + chunk]
+            loaded = [_load(path, run.config.data.image_size) for path in batch_paths]
+            for path, item in zip(batch_paths, loaded):
+                if isinstance(item, str):
+                    _refuse_or_skip(path, item, on_bad_image, skipped)
+            good = [(path, item) for path, item in zip(batch_paths, loaded) if not isinstance(item, str)]
+            if good:
+                rows.extend(_predict_batch(run, good, spacing, decode, device, on_bad_image, skipped,
+                                           heatmaps_dir, overlay_dir))
+            bar.update(len(batch_paths))
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(TABLE_COLUMNS))
     return ImagePredictions(table, skipped, time.perf_counter() - start, decode, run.temperatures is not None)
 

@@ -249,8 +249,8 @@ class TrainingOutcome:
     seconds: float
 
 
-def _checkpoint_epochs(run_dir: Path) -> tuple[int, int] | None:
-    """(epochs finished, epochs configured) of a run, or None when it has no checkpoint."""
+def _checkpoint_progress(run_dir: Path) -> tuple[int, int, int] | None:
+    """(epochs finished, epochs configured, optimiser steps taken) of a run, or None without a checkpoint."""
     from chh_lib.config import load_config
     from chh_lib.engine import LAST_CHECKPOINT, load_checkpoint
 
@@ -260,13 +260,14 @@ def _checkpoint_epochs(run_dir: Path) -> tuple[int, int] | None:
     payload = load_checkpoint(checkpoint)
     configured = load_config(Path(run_dir) / "config.yaml").train.epochs if (Path(run_dir) / "config.yaml").is_file() \
         else int(payload["epoch"])
-    return int(payload["epoch"]), int(configured)
+    steps = sum(int(row.get("steps", 0)) for row in payload.get("history", []))
+    return int(payload["epoch"]), int(configured), steps
 
 
 def train_or_reuse(
     run_dir: Path, data_dir: Path, profile: str, device: str = "auto", seed: int = 0,
     retrain: bool = False, progress: bool = False, loss: str = "one_hot_nll", epochs: int | None = None,
-    held_out_split: str | None = None,
+    held_out_split: str | None = None, max_steps: int | None = None,
     on_epoch_end: Callable[[dict[str, float], int], None] | None = None,
 ) -> TrainingOutcome:
     """Train the profile's model into ``run_dir``, or reuse (or finish) the one already there.
@@ -293,6 +294,10 @@ def train_or_reuse(
         Train this many epochs instead of the profile's (a new run only).
     held_out_split : str, optional
         A split (e.g. ``calibration``) whose loss is recorded after every epoch as ``held_out_loss``.
+    max_steps : int, optional
+        Stop after this many optimiser steps in all (``chh train --max-steps``): a bounded run,
+        e.g. of the ``paper`` profile on a CPU. A run that has taken them counts as finished and is
+        reused; one resumed with a larger budget (or None: the whole schedule) goes on.
     on_epoch_end : callable, optional
         ``on_epoch_end(stats, num_epochs)`` after each epoch (e.g. :func:`chh_lib.engine.print_epoch`).
     """
@@ -304,11 +309,11 @@ def train_or_reuse(
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     start = time.perf_counter()
-    state = _checkpoint_epochs(run_dir)
+    state = _checkpoint_progress(run_dir)
     if state is not None and retrain:
         (run_dir / LAST_CHECKPOINT).unlink()
         state = None
-    if state is not None and state[0] >= state[1]:
+    if state is not None and (state[0] >= state[1] or (max_steps is not None and state[2] >= max_steps)):
         return TrainingOutcome(run_dir, "reused", time.perf_counter() - start)
     resume = state is not None
     if resume:
@@ -320,6 +325,7 @@ def train_or_reuse(
         config.train.seed = int(seed)
         if epochs is not None:
             config.train.epochs = int(epochs)
+    config.train.max_steps = None if max_steps is None else int(max_steps)
     data = read_landmark_data(data_dir, protocol=config.data.protocol)
     log_data_handling(data)
     cache_dir = default_cache_dir(data_dir, run_dir)

@@ -259,6 +259,7 @@ def test_smoke_02_one_hot_training(smoke_series):
     run_dir, _ = smoke_series
     metrics = _metrics(run_dir, "02_one_hot_heatmap_training")
     assert metrics["training"] == "trained" and metrics["epochs"] == 2
+    assert metrics["optimiser_steps"] == 4  # 7 training images, batch 4: 2 steps per epoch
     assert metrics["num_test_images"] == 9
     assert 0 < metrics["train_seconds"] < 60
     assert math.isclose(metrics["uniform_nll"], math.log(64 * 80))
@@ -491,6 +492,18 @@ def test_a_failing_notebook_names_its_cell(tmp_path):
         run_notebooks(tmp_path / "run", "smoke", notebooks_dir=folder, data_dir=tmp_path / "data")
     summary = pd.read_csv(tmp_path / "run" / "notebooks" / "summary.csv")
     assert list(summary["status"]) == ["ok", "failed"]
+
+
+def test_notebook_02_takes_a_bounded_run(tmp_path, smoke_data):
+    """``max_steps`` bounds both trainings of notebook 02, as ``chh train --max-steps`` does."""
+    run_dir = tmp_path / "run"
+    summary = run_notebooks(run_dir, "smoke", ["02"], data_dir=smoke_data, device="cpu", timeout_s=CELL_TIMEOUT_S,
+                            parameters={"max_steps": 1})
+    assert list(summary["status"]) == ["ok"]
+    metrics = _metrics(run_dir, "02_one_hot_heatmap_training")
+    assert metrics["optimiser_steps"] == 1 and metrics["epochs"] == 1 and metrics["mse_epochs"] == 1
+    mse_log = pd.read_csv(run_dir / "02_one_hot_heatmap_training" / "gaussian_mse_model" / "train_log.csv")
+    assert int(mse_log["steps"].sum()) == 1
 
 
 def test_extra_parameters_reach_every_notebook(tmp_path):

@@ -81,7 +81,10 @@ from chh_lib.workflow import (
 # at 160 x 200 for two CPU cores; `paper`: the paper's ResNet-34 U-Net at 640 x 800, for a GPU). It is
 # read from `CHH_PROFILE` when set. A model already in `RUN_DIR/model` is reused (an unfinished one is
 # resumed) unless `retrain` is True. `mse_epochs` sets the epochs of the Gaussian-target comparison
-# network (`None`: the profile's schedule, the same as the NLL network's). Relative paths are resolved
+# network (`None`: the profile's schedule, the same as the NLL network's). `max_steps` stops each of the
+# two trainings after that many optimiser steps, as `chh train --max-steps` does (`None`: the whole
+# schedule); `max_steps = 3`, for example, tries the `paper` profile's training on a CPU, whose numbers
+# then mean nothing (the evaluation still runs over the whole test split). Relative paths are resolved
 # against the repository root. `solutions = True` runs the hidden solutions of the exercises at the end
 # (the test suite does; a student leaves it `False`).
 
@@ -93,6 +96,7 @@ seed = 0
 device = "auto"  # auto: CUDA, then MPS, then CPU
 retrain = False
 mse_epochs = None  # None: the profile's epochs
+max_steps = None  # None: the whole schedule; e.g. 3 for a bounded run
 solutions = False  # True: run the exercises' hidden solutions
 
 # %% [markdown]
@@ -305,7 +309,7 @@ print(f"NLL before the step {loss.item():.4f} nats (uniform heatmap: {math.log(w
 
 # %%
 outcome = train_or_reuse(paths.model_dir, paths.data_dir, profile, device, seed, retrain=retrain, progress=True,
-                         held_out_split="calibration", on_epoch_end=print_epoch)
+                         held_out_split="calibration", on_epoch_end=print_epoch, max_steps=max_steps)
 history = training_history(paths.model_dir)
 train_seconds = float(history["seconds"].sum()) if len(history) else float("nan")
 print(f"{outcome.action} {paths.show(paths.model_dir)}: {len(history)} epochs, "
@@ -505,7 +509,7 @@ save_figure(figure, paths.output_dir / "per_landmark_mre.png")
 mse_dir = paths.output_dir / "gaussian_mse_model"
 mse_outcome = train_or_reuse(mse_dir, paths.data_dir, profile, device, seed, retrain=retrain, progress=True,
                              loss="gaussian_mse", epochs=mse_epochs, held_out_split="calibration",
-                             on_epoch_end=print_epoch)
+                             on_epoch_end=print_epoch, max_steps=max_steps)
 mse_history = training_history(mse_dir)
 mse_payload = load_checkpoint(mse_dir / LAST_CHECKPOINT)
 sigma_px = float(mse_payload["loss"]["sigma_px"])
@@ -785,6 +789,7 @@ summary = {
     "device": torch_device.type,
     "training": outcome.action,
     "epochs": len(history),
+    "optimiser_steps": int(history["steps"].sum()) if "steps" in history else None,
     "train_seconds": train_seconds,
     "num_parameters": num_parameters,
     "step_nll_before": float(loss.item()),
