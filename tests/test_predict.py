@@ -202,3 +202,37 @@ def test_an_overlay_draws_flagged_predictions_in_red():
     assert green[170:230, 150:210].any()
     # the ERE circle of the second point passes 20 px to its right
     assert green[195:206, 198:203].any()
+
+
+def test_an_image_with_non_finite_output_is_skipped_or_refused(calibrated_run, monkeypatch):
+    from chh_lib import prediction
+
+    data_dir, run_dir = calibrated_run
+    images = [r.image_path for r in _test_records(data_dir)[:3]]
+    real = prediction.float32_logits
+
+    def poisoned(model, batch):
+        logits = real(model, batch)
+        logits[1, 4, 0, 0] = float("nan")  # the second image of the batch
+        return logits
+
+    monkeypatch.setattr(prediction, "float32_logits", poisoned)
+    with pytest.raises(DataFormatError, match=f"{images[1].name}: the network's output holds NaN"):
+        predict_images(run_dir, images)
+    result = predict_images(run_dir, images, on_bad_image="skip")
+    assert list(result.skipped) == [str(images[1])] and result.num_images == 2
+    assert set(result.table["image"]) == {str(images[0]), str(images[2])}
+
+
+def test_a_bad_spacing_argument_is_one_line(calibrated_run, capsys, tmp_path):
+    data_dir, run_dir = calibrated_run
+    image = str(_test_records(data_dir)[0].image_path)
+    args = ["predict", "--run-dir", str(run_dir), "--images", image, "--out", str(tmp_path / "p.csv")]
+    assert main([*args, "--pixel-size-mm", "0.1", "0.1", "0.1"]) == 2
+    assert "--pixel-size-mm takes one value or two" in capsys.readouterr().err
+    assert main([*args, "--pixel-size-mm", "-1"]) == 2
+    assert "pixel spacing must be one or two positive numbers" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+    assert main([*args, "--no-progress"]) == 0
+    flagged = pd.read_csv(tmp_path / "p.csv")["flagged"]
+    assert flagged.dtype == bool and len(flagged) == 19
