@@ -148,7 +148,8 @@ def pooled_nll(logits: torch.Tensor, target_index: torch.Tensor, temperature: to
     return nll[target_index != MISSING_INDEX].mean()
 
 
-def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max_iter: int = 100) -> CalibrationResult:
+def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max_iter: int = 100,
+                         warn_clipped: bool = True) -> CalibrationResult:
     """Fit :math:`\\log T` by L-BFGS on the held-out NLL (see the module docstring).
 
     Parameters
@@ -156,6 +157,9 @@ def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max
     held_out : HeldOutLogits
     per_landmark : bool
         One temperature per landmark (default) or a single global one.
+    warn_clipped : bool
+        Log a warning when temperatures are clipped to ``TEMPERATURE_RANGE`` (the folds of
+        :func:`cross_validated_nll` stay quiet: the final fit says it once).
     """
     num_landmarks = held_out.logits.shape[1]
     present = (held_out.target_index != MISSING_INDEX).any(dim=0)  # (K,)
@@ -178,12 +182,12 @@ def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max
     temperatures = scaling.temperature.detach().expand(num_landmarks).clone()
     temperatures[~present] = 1.0  # nothing to fit: leave those landmarks unscaled
     bounded = temperatures.clamp(*TEMPERATURE_RANGE)
-    if not torch.equal(bounded, temperatures):
+    if not torch.equal(bounded, temperatures) and warn_clipped:
         logger.warning(
             "%d fitted temperatures fell outside %s and were clipped: the calibration data may be too few "
             "or the model barely trained", int((bounded != temperatures).sum()), TEMPERATURE_RANGE,
         )
-        temperatures = bounded
+    temperatures = bounded
     with torch.no_grad():
         nll_before = float(pooled_nll(held_out.logits, held_out.target_index, torch.ones(num_landmarks)))
         nll_after = float(pooled_nll(held_out.logits, held_out.target_index, temperatures))
@@ -227,7 +231,7 @@ def cross_validated_nll(held_out: HeldOutLogits, num_folds: int = 5, seed: int =
         testing = subset_logits(held_out, fold)
         present = int((testing.target_index != MISSING_INDEX).sum())
         for scope, per_landmark in (("per_landmark", True), ("global", False)):
-            fitted = fit_temperatures_nll(fitting, per_landmark=per_landmark)
+            fitted = fit_temperatures_nll(fitting, per_landmark=per_landmark, warn_clipped=False)
             nll = pooled_nll(testing.logits, testing.target_index, torch.as_tensor(fitted.temperatures))
             totals[scope] += float(nll) * present
         count += present

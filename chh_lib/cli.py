@@ -247,11 +247,17 @@ def _run_predict(args: argparse.Namespace) -> int:
     spacing = args.pixel_size_mm
     if spacing is not None and len(spacing) not in (1, 2):
         raise ChhError(f"--pixel-size-mm takes one value or two (x y), got {len(spacing)}")
+    if args.out.is_dir():
+        raise ChhError(f"{args.out}: is a folder; --out names the CSV file to write")
     result = predict_images(
         args.run_dir, args.images, None if spacing is None else (spacing * 2)[:2], args.decode,
         choose_device(args.device), args.batch_size, "skip", args.heatmaps_dir, args.overlay_dir,
         progress=not args.no_progress,
     )
+    for path, reason in result.skipped.items():
+        print(f"chh predict: skipped {path}: {reason}", file=sys.stderr)
+    if result.num_images == 0:
+        raise ChhError(f"none of the {len(result.skipped)} images could be read; no CSV written")
     write_prediction_csv(result.table, args.out)
     table = result.table
     flagged = int(table["flagged"].fillna(False).sum()) if len(table) else 0
@@ -259,8 +265,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     print(f"predicted {len(table)} landmarks on {result.num_images} images ({result.decode}, {state}) in "
           f"{result.seconds:.1f} s ({result.num_images / max(result.seconds, 1e-9):.2f} images/s); "
           f"{flagged} flagged; wrote {args.out}")
-    for path, reason in result.skipped.items():
-        print(f"chh predict: skipped {path}: {reason}", file=sys.stderr)
     if result.skipped:
         print(f"chh predict: {len(result.skipped)} of {len(result.skipped) + result.num_images} images skipped",
               file=sys.stderr)
@@ -318,10 +322,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per notebook is enough
+    handlers_before = list(logging.getLogger().handlers)
+    try:
+        return _run_command(args)
+    finally:  # the run's log file belongs to this command only (main may run several in one process)
+        for handler in [h for h in logging.getLogger().handlers if h not in handlers_before]:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the chosen sub-command under its lock; errors become one line and exit status 2."""
     try:
         with _run_lock_for(args):
             status = args.handler(args)
     except ChhError as error:
+        _log_error_to_files(f"chh {args.command}: error: {error}")
         print(f"chh {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -381,6 +397,14 @@ def describe_os_error(error: OSError) -> str:
     problem = error.strerror or str(error) or type(error).__name__
     advice = _OS_ERROR_ADVICE.get(error.errno, "check the path, the disk and the permissions")
     return f"{where}: {problem} (errno {error.errno}); {advice}. Files written before are kept."
+
+
+def _log_error_to_files(message: str) -> None:
+    """Put the one-line error into the log files of the run (e.g. ``train.log``) too."""
+    record = logging.LogRecord("chh_lib.cli", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _log_traceback_to_files(error: OSError) -> None:

@@ -200,7 +200,7 @@ def predict_images(
         ``error`` (raise on the first unreadable image) or ``skip`` (list it in
         :attr:`ImagePredictions.skipped` and go on).
     heatmaps_dir : Path, optional
-        Also write ``<stem>.npz`` per image: the temperature-scaled heatmaps (K, H, W)
+        Also write ``<stem>.npz`` per image (:func:`output_stems` when stems repeat): the temperature-scaled heatmaps (K, H, W)
         float16 on the network grid, with ``scale`` (s_x, s_y), ``source_size`` (w, h)
         and the landmark abbreviations.
     overlay_dir : Path, optional
@@ -226,6 +226,10 @@ def predict_images(
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise ConfigError(f"unknown bad-image policy {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
     paths = image_paths(images)
+    for folder, option in ((heatmaps_dir, "heatmaps"), (overlay_dir, "overlay")):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise ConfigError(f"{folder}: not a folder (the {option} folder must be a folder or not exist yet)")
+    stems = output_stems(paths)
     run = load_trained_run(run_dir)
     spacing = _spacing(pixel_size_mm) if pixel_size_mm is not None else run.pixel_size_mm
     device = device or torch.device("cpu")
@@ -243,7 +247,7 @@ def predict_images(
             good = [(path, item) for path, item in zip(batch_paths, loaded) if not isinstance(item, str)]
             if good:
                 rows.extend(_predict_batch(run, good, spacing, decode, device, on_bad_image, skipped,
-                                           heatmaps_dir, overlay_dir))
+                                           heatmaps_dir, overlay_dir, stems))
             bar.update(len(batch_paths))
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(TABLE_COLUMNS))
     return ImagePredictions(table, skipped, time.perf_counter() - start, decode, run.temperatures is not None)
@@ -333,6 +337,32 @@ def _load(path: Path, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     return image, pad_and_resize(image, geometry), geometry
 
 
+def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """File-name stems for each image's overlay and heatmap files, unique within one call.
+
+    An image's own stem when no other image shares it; otherwise its folder's name, its
+    stem and its suffix (``a/x.png`` -> ``a_x_png``), numbered if even that repeats.
+    """
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in paths:
+        name = path.stem if counts[path.stem] == 1 else f"{path.parent.name}_{path.stem}_{path.suffix.lstrip('.')}"
+        candidate, number = name, 2
+        while candidate in taken:
+            candidate, number = f"{name}_{number}", number + 1
+        taken.add(candidate)
+        names[path] = candidate
+    return names
+
+
+def _unit_range(image: np.ndarray) -> np.ndarray:
+    """An 8- or 16-bit image as float32 in [0, 1], as :class:`~chh_lib.data.dataset.LandmarkDataset` scales it."""
+    return image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 65535.0)
+
+
 def _refuse_or_skip(path: Path, reason: str, policy: str, skipped: dict[str, str]) -> None:
     if policy == "error":
         raise DataFormatError(f"{path}: {reason}")
@@ -350,11 +380,11 @@ def _predict_batch(
     skipped: dict[str, str],
     heatmaps_dir: Path | None,
     overlay_dir: Path | None,
+    stems: dict[Path, str],
 ) -> list[pd.DataFrame]:
     """Predict one batch of loaded images; an image with non-finite logits is refused or skipped."""
-    images = np.stack([resized for _, (_, resized, _) in good])
-    scale = 255.0 if images.dtype == np.uint8 else 65535.0
-    tensor = torch.from_numpy(images.astype(np.float32) / scale)[:, None].to(device)
+    images = np.stack([_unit_range(resized) for _, (_, resized, _) in good])  # each by its own bit depth
+    tensor = torch.from_numpy(images)[:, None].to(device)
     logits = float32_logits(run.model, tensor)  # (B, K, H, W)
     finite = torch.isfinite(logits).flatten(1).all(dim=1).cpu().numpy()
     for (path, _), ok in zip(good, finite):
@@ -383,15 +413,16 @@ def _predict_batch(
         host_float64(mode_probability(scaled)), ere_px, ere_mm, run.ere_threshold_mm,
     )
     if heatmaps_dir is not None:
-        _write_heatmaps(heatmaps_dir, good, host_float64(heatmaps), run.landmarks)
+        _write_heatmaps(heatmaps_dir, good, host_float64(heatmaps), run.landmarks, stems)
     if overlay_dir is not None:
-        _write_overlays(overlay_dir, good, table, len(run.landmarks.names))
+        _write_overlays(overlay_dir, good, table, len(run.landmarks.names), stems)
     return [table]
 
 
-def _write_heatmaps(folder: Path, good: list, heatmaps: np.ndarray, landmarks: LandmarkSet) -> None:
+def _write_heatmaps(folder: Path, good: list, heatmaps: np.ndarray, landmarks: LandmarkSet,
+                    stems: dict[Path, str]) -> None:
     for (path, (_, _, geometry)), maps in zip(good, heatmaps):
-        save_npz_atomic(Path(folder) / f"{Path(path).stem}.npz", heatmaps=maps.astype(np.float16),
+        save_npz_atomic(Path(folder) / f"{stems[path]}.npz", heatmaps=maps.astype(np.float16),
                         scale=geometry.scale, source_size=np.asarray(geometry.source_size),
                         abbreviations=np.asarray(landmarks.abbreviations))
 
@@ -435,10 +466,11 @@ def overlay_image(image: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
     return picture
 
 
-def _write_overlays(folder: Path, good: list, table: pd.DataFrame, num_landmarks: int) -> None:
+def _write_overlays(folder: Path, good: list, table: pd.DataFrame, num_landmarks: int,
+                    stems: dict[Path, str]) -> None:
     for number, (path, (image, _, _)) in enumerate(good):
         rows = table.iloc[number * num_landmarks:(number + 1) * num_landmarks]
         ok, encoded = cv2.imencode(".png", overlay_image(image, rows))
         if not ok:
             raise ChhError(f"{path}: could not encode its overlay as PNG")
-        write_bytes_atomic(Path(folder) / f"{Path(path).stem}.png", encoded.tobytes(), durable=False)
+        write_bytes_atomic(Path(folder) / f"{stems[path]}.png", encoded.tobytes(), durable=False)

@@ -152,3 +152,51 @@ def test_a_skipped_16_bit_image_does_not_hide_the_others(tmp_path):
     _set(tmp_path, on_bad_image="skip")
     data = read_landmark_data(tmp_path)
     assert data.skipped == () and len(data.split("train")) == 4
+
+
+def test_a_landmark_outside_its_image_is_left_out_of_the_disagreement_statistics(tmp_path):
+    make_tiny_labelme(tmp_path)
+    clean = check_data(tmp_path).annotator_distance_mm
+    path = tmp_path / "labelme" / "junior" / "case01.json"
+    document = json.loads(path.read_text())
+    next(s for s in document["shapes"] if s["label"] == "b")["points"] = [[-30.0, 20.0]]
+    path.write_text(json.dumps(document))
+    report = check_data(tmp_path)
+    assert any("lies outside the 48x60 image (treated as missing)" in w for w in report.warnings)
+    others = [r for r in read_landmark_data(tmp_path).split("train") + read_landmark_data(tmp_path).split("test")
+              if r.image_id != "case01.png"]
+    expected = np.nanmean([np.hypot(*((r.annotations_px[0, 1] - r.annotations_px[1, 1])
+                                      * np.asarray(r.pixel_size_mm))) for r in others])
+    assert report.annotator_distance_mm[1] == pytest.approx(expected)
+    assert report.annotator_distance_mm[0] == pytest.approx(clean[0])
+
+
+def test_a_bad_image_is_reported_once(tmp_path):
+    make_tiny_labelme(tmp_path)
+    (tmp_path / "labelme" / "senior" / "case01.json").write_text("{ not json")
+    report = check_data(tmp_path)
+    assert sum("case01" in problem for problem in report.problems) == 1
+    _set(tmp_path, on_bad_image="skip")
+    assert read_landmark_data(tmp_path).skipped[0].startswith("case01.png left out: ")
+
+
+def test_a_training_stopped_by_bad_data_says_why_in_its_log(tmp_path, capsys):
+    make_tiny_labelme(tmp_path / "data")
+    (tmp_path / "data" / "labelme" / "senior" / "case01.json").write_text("{ not json")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--run-dir", str(run_dir), "--profile", "smoke",
+                 "--device", "cpu", "--no-progress"]) == 2
+    assert "case01.json: not valid JSON" in capsys.readouterr().err
+    assert "case01.json: not valid JSON" in (run_dir / "train.log").read_text()
+
+
+def test_half_a_stored_image_size_is_named_and_an_unread_data_set_says_so(tmp_path):
+    make_tiny_labelme(tmp_path)
+    path = tmp_path / "labelme" / "junior" / "case01.json"
+    document = json.loads(path.read_text())
+    del document["imageWidth"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataFormatError, match="case01.json: stores only one of imageWidth and imageHeight"):
+        read_landmark_data(tmp_path)
+    text = format_report(check_data(tmp_path, protocol="paper"))
+    assert "could not be read" in text and "format None" not in text

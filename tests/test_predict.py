@@ -236,3 +236,65 @@ def test_a_bad_spacing_argument_is_one_line(calibrated_run, capsys, tmp_path):
     assert main([*args, "--no-progress"]) == 0
     flagged = pd.read_csv(tmp_path / "p.csv")["flagged"]
     assert flagged.dtype == bool and len(flagged) == 19
+
+
+def test_8_and_16_bit_images_in_one_batch_are_each_scaled_by_their_own_depth(calibrated_run, tmp_path):
+    from chh_lib.data.formats import read_image
+
+    data_dir, run_dir = calibrated_run
+    source = _test_records(data_dir)[0].image_path
+    eight = tmp_path / "eight.png"
+    shutil.copy(source, eight)
+    sixteen = tmp_path / "sixteen.png"
+    write_image(sixteen, read_image(source).astype(np.uint16) * 257)  # the same picture at 16 bits
+    alone = chh_lib.predict(run_dir, eight)
+    together = chh_lib.predict(run_dir, [eight, sixteen])
+    for name in (str(eight), str(sixteen)):
+        rows = together[together["image"] == name].reset_index(drop=True)
+        np.testing.assert_array_equal(rows[["x_px", "y_px"]].to_numpy(), alone[["x_px", "y_px"]].to_numpy())
+        np.testing.assert_allclose(rows["ere_mm"], alone["ere_mm"], rtol=1e-4)
+
+
+def test_a_floating_point_image_is_refused(calibrated_run, tmp_path):
+    from PIL import Image
+
+    _, run_dir = calibrated_run
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.random.default_rng(0).random((300, 240), dtype=np.float32)).save(path)
+    with pytest.raises(DataFormatError, match="float.tif: a floating-point image .* save it as 8- or 16-bit"):
+        chh_lib.predict(run_dir, path)
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    with pytest.raises(DataFormatError, match=r"notes.png: not a readable image \(unknown or corrupt image format\)$"):
+        chh_lib.predict(run_dir, text)
+
+
+def test_images_sharing_a_stem_get_their_own_overlays(calibrated_run, tmp_path):
+    from chh_lib.prediction import output_stems
+
+    data_dir, run_dir = calibrated_run
+    source = _test_records(data_dir)[0].image_path
+    for name in ("a/x.png", "b/x.png", "a/y.png", "a/y.bmp"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, tmp_path / name)
+    images = [tmp_path / n for n in ("a/x.png", "b/x.png", "a/y.png", "a/y.bmp")]
+    stems = output_stems(images)
+    assert list(stems.values()) == ["a_x_png", "b_x_png", "a_y_png", "a_y_bmp"]
+    assert list(output_stems([tmp_path / "p/a/x.png", tmp_path / "q/a/x.png"]).values()) == ["a_x_png", "a_x_png_2"]
+    predict_images(run_dir, images, overlay_dir=tmp_path / "overlays", heatmaps_dir=tmp_path / "maps")
+    assert sorted(p.stem for p in (tmp_path / "overlays").iterdir()) == sorted(stems.values())
+    assert len(list((tmp_path / "maps").iterdir())) == 4
+    with pytest.raises(ConfigError, match="not a folder"):
+        predict_images(run_dir, images[0], overlay_dir=images[1])
+
+
+def test_predict_with_no_readable_image_or_a_folder_as_out_exits_2(calibrated_run, tmp_path, capsys):
+    _, run_dir = calibrated_run
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--run-dir", str(run_dir), "--images", str(bad), "--out", str(out)]) == 2
+    assert "none of the 1 images could be read; no CSV written" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["predict", "--run-dir", str(run_dir), "--images", str(bad), "--out", str(tmp_path)]) == 2
+    assert "is a folder; --out names the CSV file" in capsys.readouterr().err

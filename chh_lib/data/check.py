@@ -20,6 +20,7 @@ decodes every image, and reports:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,14 +96,15 @@ def check_data(root: Path, protocol: str | None = None) -> CheckReport:
     report.format, report.protocol = data.format, data.protocol
     report.landmark_names, report.annotators = data.landmarks.names, data.annotators
     records = _unique_records(data)
-    readable = {r.image_id for r in records if _check_image(r, data, report)}
+    sizes = {r.image_id: _check_image(r, data, report) for r in records}
+    readable = {image_id for image_id, size in sizes.items() if size is not None}
     report.split_counts = {
         name: sum(r.image_id in readable for r in split) for name, split in data.splits.items()
     }
     if report.split_counts.get("train", 0) == 0:
         report.problems.append(f"{data.root}: the 'train' split has no usable image")
     _check_spacing(records, report)
-    kept = [r for r in records if r.image_id in readable]
+    kept = [_outside_as_missing(r, sizes[r.image_id]) for r in records if r.image_id in readable]
     report.missing_landmarks = int(sum(np.isnan(r.annotations_px).any(axis=(0, 2)).sum() for r in kept))
     if report.missing_landmarks:
         report.warnings.append(f"{report.missing_landmarks} landmarks are missing in at least one annotation")
@@ -122,23 +124,37 @@ def _unique_records(data: LandmarkData) -> list[ImageRecord]:
     return list(seen.values())
 
 
-def _check_image(record: ImageRecord, data: LandmarkData, report: CheckReport) -> bool:
+def _outside(points_px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Which (..., 2) points lie outside an image of ``size`` (w, h) pixels: bool array of shape (...)."""
+    width, height = size
+    return (points_px[..., 0] < -0.5) | (points_px[..., 0] > width - 0.5) | (points_px[..., 1] < -0.5) | (
+        points_px[..., 1] > height - 0.5
+    )
+
+
+def _outside_as_missing(record: ImageRecord, size: tuple[int, int]) -> ImageRecord:
+    """The record with its points outside the image set to NaN, as training treats them."""
+    points = record.annotations_px.copy()
+    points[_outside(points, size)] = np.nan
+    return dataclasses.replace(record, annotations_px=points)
+
+
+def _check_image(record: ImageRecord, data: LandmarkData, report: CheckReport) -> tuple[int, int] | None:
+    """Decode the image and report its landmark problems; its (width, height), or None when unreadable."""
     try:
         image = read_image(record.image_path)
     except DataFormatError as error:
         report.problems.append(str(error))
-        return False
+        return None
     height, width = image.shape
     points = record.annotations_px  # (A, K, 2)
-    outside = (points[..., 0] < -0.5) | (points[..., 0] > width - 0.5) | (points[..., 1] < -0.5) | (
-        points[..., 1] > height - 0.5
-    )
+    outside = _outside(points, (width, height))
     if (outside | np.isnan(points).any(axis=-1)).all():
         report.problems.append(
             f"{record.image_path}: no landmark lies inside the {width}x{height} image (all "
             f"{points.shape[1]} are missing or outside it); training leaves the image out"
         )
-        return True
+        return width, height
     for annotator, landmark in zip(*np.nonzero(outside)):
         x, y = points[annotator, landmark]
         report.warnings.append(
@@ -146,7 +162,7 @@ def _check_image(record: ImageRecord, data: LandmarkData, report: CheckReport) -
             f"{data.annotators[annotator]!r} at ({x:.1f}, {y:.1f}) lies outside the {width}x{height} image "
             "(treated as missing)"
         )
-    return True
+    return width, height
 
 
 def _check_spacing(records: list[ImageRecord], report: CheckReport) -> None:
@@ -178,7 +194,11 @@ def _annotator_distance_mm(records: list[ImageRecord], num_landmarks: int) -> np
 
 def format_report(report: CheckReport, max_lines: int = 30) -> str:
     """Plain-text report for the terminal."""
-    lines = [f"data set {report.root}: format {report.format}" + (f", protocol {report.protocol}" if report.protocol else "")]
+    if report.format is None:
+        lines = [f"data set {report.root}: could not be read"]
+    else:
+        lines = [f"data set {report.root}: format {report.format}"
+                 + (f", protocol {report.protocol}" if report.protocol else "")]
     if report.split_counts:
         lines.append("images per split: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items()))
     if report.landmark_names:

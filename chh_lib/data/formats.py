@@ -175,13 +175,15 @@ class ProblemLog:
     skip_bad_images: bool = False
     skipped: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
-    skipped_names: set[str] = field(default_factory=set)
+    reported_names: set[str] = field(default_factory=set)
 
     def report(self, message: str, image_name: str | None = None) -> None:
+        if image_name is not None:
+            self.reported_names.add(image_name)
         if self.skip_bad_images:
+            if image_name is not None and image_name not in message:
+                message = f"{image_name} left out: {message}"
             self.skipped.append(message)
-            if image_name is not None:
-                self.skipped_names.add(image_name)
             return
         if not self.collect:
             raise DataFormatError(message)
@@ -224,11 +226,16 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
+            if image.mode == "F":
+                raise DataFormatError(f"{path}: a floating-point image (mode F) is not supported, since its "
+                                      "intensity range is unknown; save it as 8- or 16-bit")
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
             else:
                 array = np.asarray(image.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except UnidentifiedImageError:
+        raise DataFormatError(f"{path}: not a readable image (unknown or corrupt image format)") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise DataFormatError(f"{path}: not a readable image ({error})") from None
     if array.ndim != 2 or array.size == 0:
         raise DataFormatError(f"{path}: expected a 2D grey-scale image, got shape {array.shape}")
@@ -487,6 +494,9 @@ def _check_labelme_image_name(document: dict[str, Any], image_name: str, source:
 
 def _check_labelme_image_size(document: dict[str, Any], image_size: tuple[int, int], source: str) -> None:
     declared = (document.get("imageWidth"), document.get("imageHeight"))
+    if (declared[0] is None) != (declared[1] is None):
+        raise DataFormatError(f"{source}: stores only one of imageWidth and imageHeight ({declared[0]}, "
+                              f"{declared[1]}); give both or neither")
     if declared != (None, None) and tuple(declared) != tuple(image_size):
         raise DataFormatError(
             f"{source}: image size {declared[0]}x{declared[1]} in the file, "
@@ -971,7 +981,7 @@ def _resolve_splits(records: dict[str, ImageRecord], spec: _Spec, log: ProblemLo
                 raise DataFormatError(f"{spec.path}: image {name!r} is in splits {assigned[name]!r} and {split!r}")
             assigned[name] = str(split)
             if name not in records:
-                if name not in log.skipped_names:  # a skipped image is listed once, with its reason
+                if name not in log.reported_names:  # an image reported already is listed once, with its reason
                     log.report(f"{spec.path}: split {split!r} names {name!r}, which is missing or was skipped", name)
                 continue
             splits[str(split)].append(records[name])
