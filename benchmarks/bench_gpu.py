@@ -33,11 +33,11 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from timing import timed
 from torch.utils.data import DataLoader
 
 from chh_lib.cli import main as chh
@@ -52,26 +52,6 @@ from chh_lib.model import build_model
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "gpu.json"
 NUM_LANDMARKS = 19
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(step: Callable[[], Any], device: torch.device, warmup: int, iterations: int) -> tuple[float, float | None]:
-    """(seconds per call, peak GPU MiB) of ``step`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    _synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    _synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return (time.perf_counter() - start) / iterations, peak
 
 
 def training_rate(device: torch.device, size: tuple[int, int], batch: int, bf16: bool, channels_last: bool,
@@ -95,7 +75,7 @@ def training_rate(device: torch.device, size: tuple[int, int], batch: int, bf16:
         one_hot_nll(logits.float(), targets).backward()
         optimiser.step()
 
-    seconds, peak = _timed(step, device, warmup, iterations)
+    seconds, peak = timed(step, device, warmup, iterations)
     return {"batch": batch, "bf16": bf16, "channels_last": channels_last, "compile": compiled,
             "images_per_s": batch / seconds, "peak_mib": peak}
 
@@ -122,7 +102,7 @@ def evaluation_rate(device: torch.device, size: tuple[int, int], batch: int, ite
     model = build_model("unet_resnet34", NUM_LANDMARKS).to(device).eval()
     images = torch.rand(batch, 1, height, width, device=device)
     with torch.no_grad():
-        seconds, _ = _timed(lambda: float32_logits(model, images), device, 1, iterations)
+        seconds, _ = timed(lambda: float32_logits(model, images), device, 1, iterations)
     return batch / seconds
 
 
@@ -152,7 +132,7 @@ def ere_seconds(device: torch.device, size: tuple[int, int], iterations: int) ->
     torch.manual_seed(0)
     heatmaps = softmax_2d(4.0 * torch.randn(4, NUM_LANDMARKS, height, width, device=device))
     pixel_size = torch.full((4, 2), 0.1, device=device)
-    seconds, _ = _timed(lambda: expected_radial_error(heatmaps, pixel_size), device, 1, iterations)
+    seconds, _ = timed(lambda: expected_radial_error(heatmaps, pixel_size), device, 1, iterations)
     return seconds
 
 

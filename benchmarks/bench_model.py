@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 
 from chh_lib.model import build_model, count_parameters
 
@@ -47,11 +47,6 @@ class Result:
     images_per_second: float
     ms_per_image: float
     peak_memory_mib: float | None
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_training(
@@ -82,17 +77,7 @@ def bench_training(
         loss.backward()
         optimiser.step()
 
-    for _ in range(warmup):
-        step()
-    _synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    _synchronize(device)
-    seconds = (time.perf_counter() - start) / iterations
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    seconds, peak = timed(step, device, warmup, iterations)
     return Result(
         model=name,
         device=str(device),

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,7 @@ from chh_lib.engine import (
     predict,
     save_checkpoint,
 )
-from chh_lib.errors import ConfigError, DataFormatError
+from chh_lib.errors import ConfigError
 from chh_lib.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from chh_lib.metrics import mean_radial_error, radial_error_mm, success_detection_rate
 from chh_lib.prediction import (
@@ -68,7 +67,7 @@ from chh_lib.prediction import (
     source_positions_px,
     write_prediction_csv,
 )
-from chh_lib.run_info import data_description
+from chh_lib.run_info import data_description, recorded_data_dir
 from chh_lib.uncertainty import choose_ere_threshold, summarise_uncertainty
 
 logger = logging.getLogger(__name__)
@@ -100,20 +99,6 @@ def default_cache_dir(data_dir: Path, run_dir: Path) -> Path:
         return candidate
     except OSError:
         return Path(run_dir) / "cache"
-
-
-def recorded_data_dir(run_dir: Path) -> Path:
-    """The data directory a run was trained on, from its ``manifest.json``."""
-    manifest_path = Path(run_dir) / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataFormatError(f"{manifest_path}: not found; pass --data explicitly")
-    try:
-        data_dir = json.loads(manifest_path.read_text()).get("data_dir")
-    except ValueError as error:
-        raise DataFormatError(f"{manifest_path}: not valid JSON ({error}); pass --data") from None
-    if not data_dir:
-        raise DataFormatError(f"{manifest_path}: records no data directory; pass --data")
-    return Path(data_dir)
 
 
 @dataclass

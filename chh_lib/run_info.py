@@ -7,14 +7,16 @@ set recorded in the run's manifest, when it is still there.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from chh_lib.config import load_config
 from chh_lib.data.formats import LandmarkData, read_landmark_data
-from chh_lib.errors import ChhError
+from chh_lib.errors import ChhError, DataFormatError
 from chh_lib.landmarks import ISBI_2015, LandmarkSet
 
 logger = logging.getLogger(__name__)
@@ -43,13 +45,24 @@ def data_description(data: LandmarkData) -> dict[str, Any]:
     }
 
 
+def recorded_data_dir(run_dir: Path) -> Path:
+    """The data directory a run was trained on, from its ``manifest.json``."""
+    manifest_path = Path(run_dir) / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataFormatError(f"{manifest_path}: not found; pass --data explicitly")
+    try:
+        data_dir = json.loads(manifest_path.read_text()).get("data_dir")
+    except ValueError as error:
+        raise DataFormatError(f"{manifest_path}: not valid JSON ({error}); pass --data") from None
+    if not data_dir:
+        raise DataFormatError(f"{manifest_path}: records no data directory; pass --data")
+    return Path(data_dir)
+
+
 def _recorded_data(run_dir: Path | None) -> LandmarkData | None:
     """The data set named in ``run_dir``'s manifest, or None when it cannot be read."""
     if run_dir is None:
         return None
-    from chh_lib.config import load_config
-    from chh_lib.evaluation import recorded_data_dir
-
     try:
         data_dir = recorded_data_dir(run_dir)
         if not data_dir.is_dir():
