@@ -7,6 +7,10 @@ Usage (from the repository root)::
     .venv/bin/python notebooks/build.py --publish --profile cpu --run-dir /tmp/nb_cpu
         # build, execute with papermill into RUN_DIR, and copy the executed
         # notebooks (outputs kept, absolute paths removed) back into notebooks/
+    .venv/bin/python notebooks/build.py 03 --keep-outputs
+        # rebuild from the source but keep the committed outputs of every code
+        # cell whose source did not change (edited cells lose theirs until the
+        # next --publish), so that an edit can be committed between publications
 
 Source format (as jupytext's "percent" format)::
 
@@ -116,6 +120,32 @@ def build_notebook(source: Path) -> nbformat.NotebookNode:
     return notebook
 
 
+def carry_outputs(built: nbformat.NotebookNode, committed: nbformat.NotebookNode) -> int:
+    """Copy into ``built`` the outputs of ``committed``'s code cells whose source is unchanged.
+
+    Cells are matched by source text, in order (the first unused committed cell with
+    the same source). Returns the number of code cells of ``built`` left without outputs.
+    """
+    unused: dict[str, list[nbformat.NotebookNode]] = {}
+    for cell in committed.cells:
+        if cell.cell_type == "code":
+            unused.setdefault(cell.source, []).append(cell)
+    missing = 0
+    for cell in built.cells:
+        if cell.cell_type != "code":
+            continue
+        matches = unused.get(cell.source)
+        if matches:
+            old = matches.pop(0)
+            cell.outputs = old.get("outputs", [])
+            cell.execution_count = old.get("execution_count")
+            if "papermill" in old.metadata:
+                cell.metadata["papermill"] = old.metadata["papermill"]
+        else:
+            missing += 1
+    return missing
+
+
 def sources(selected: list[str] | None = None) -> list[Path]:
     """Source files ``src/0*.py``, optionally only those whose name starts with one of ``selected``."""
     found = sorted(SOURCE_DIR.glob("0*.py"))
@@ -130,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("numbers", nargs="*", help="notebook numbers to build (default: all)")
     parser.add_argument("--publish", action="store_true",
                         help="execute the built notebooks and copy the executed versions back into notebooks/")
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="keep the committed outputs of unchanged code cells (see carry_outputs)")
     parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"))
     parser.add_argument("--run-dir", type=Path, help="run directory for --publish (required with it)")
     parser.add_argument("--data", type=Path, help="data directory for --publish (default: the profile's phantom)")
@@ -137,9 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     built = []
     for source in sources(args.numbers):
         target = NOTEBOOKS_DIR / f"{source.stem}.ipynb"
-        nbformat.write(build_notebook(source), str(target))
+        notebook = build_notebook(source)
+        note = ""
+        if args.keep_outputs and target.is_file():
+            committed = nbformat.read(str(target), as_version=4)
+            notebook.metadata = committed.metadata | {"kernelspec": notebook.metadata["kernelspec"]}
+            note = f" ({carry_outputs(notebook, committed)} code cells without outputs until the next --publish)"
+        nbformat.write(notebook, str(target))
         built.append(target)
-        print(f"built {target.relative_to(NOTEBOOKS_DIR.parent)}")
+        print(f"built {target.relative_to(NOTEBOOKS_DIR.parent)}{note}")
     if not built:
         print("no sources matched", file=sys.stderr)
         return 1
