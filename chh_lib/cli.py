@@ -356,12 +356,16 @@ def _run_command(args: argparse.Namespace) -> int:
 LOCKED_COMMANDS = ("train", "calibrate", "evaluate", "predict", "pretrained", "export", "notebooks")
 #: Of those, the ones that may create the run directory.
 _CREATING_COMMANDS = ("train", "pretrained", "notebooks")
+#: Of those, the ones that only read the run directory (their outputs go elsewhere): they share its lock.
+_READING_COMMANDS = ("predict", "export")
 
 
 def _run_lock_for(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     """The run-directory lock this command must hold (a no-op for the rest).
 
-    In a multi-process training run rank 0 takes it; the process that only launches
+    Shared for the commands that only read the run (:data:`_READING_COMMANDS`: two
+    ``chh predict`` on one run go ahead together), exclusive for the others. In a
+    multi-process training run rank 0 takes it; the process that only launches
     ``torchrun`` (``--nproc K``) does not.
     """
     from chh_lib.distributed import context_from_environment
@@ -376,7 +380,7 @@ def _run_lock_for(args: argparse.Namespace) -> contextlib.AbstractContextManager
             return contextlib.nullcontext()
     if args.command not in _CREATING_COMMANDS and not Path(run_dir).is_dir():
         return contextlib.nullcontext()  # the command reports the missing run itself
-    return run_lock(run_dir, command=" ".join(["chh", *args.argv]))
+    return run_lock(run_dir, command=" ".join(["chh", *args.argv]), shared=args.command in _READING_COMMANDS)
 
 
 #: What to do about the operating-system errors a user can fix, by errno.

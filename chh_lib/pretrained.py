@@ -69,6 +69,13 @@ def write_pretrained_run(run_dir: Path, data_dir: Path | None = None, checkpoint
     -------
     Path
         The checkpoint written.
+
+    Notes
+    -----
+    A refused call writes nothing and creates no folder. When a write fails part-way
+    (e.g. a full disk), the files and folders this call created are removed again, so
+    a folder that existed before holds what it held (a file it overwrote, such as an
+    old ``config.yaml``, keeps the new content).
     """
     source = Path(checkpoint) if checkpoint is not None else pretrained_path()
     payload = load_checkpoint(source)
@@ -80,16 +87,40 @@ def write_pretrained_run(run_dir: Path, data_dir: Path | None = None, checkpoint
     target = run_dir / LAST_CHECKPOINT
     if target.exists():
         raise CheckpointError(f"{target}: a checkpoint is already there; choose another run directory")
-    save_config(config_from_dict(payload["config"]), run_dir / "config.yaml")
-    save_checkpoint(payload, target)
+    config = config_from_dict(payload["config"])
     manifest = {
         "pretrained": True,
         "source": source.name,
         "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None,
         "provenance": payload.get("provenance", {}),
     }
-    write_json_atomic(manifest, run_dir / "manifest.json")
+    writes = (
+        (run_dir / "config.yaml", lambda path: save_config(config, path)),
+        (target, lambda path: save_checkpoint(payload, path)),
+        (run_dir / "manifest.json", lambda path: write_json_atomic(manifest, path)),
+    )
+    new_folders = [folder for folder in (target.parent, run_dir, *run_dir.parents) if not folder.exists()]
+    new_files = [path for path, _ in writes if not path.exists()]
+    try:
+        for path, write in writes:
+            write(path)
+    except BaseException:
+        _remove_new(new_files, new_folders)
+        raise
     return target
+
+
+def _remove_new(files: list[Path], folders: list[Path]) -> None:
+    """Undo a failed :func:`write_pretrained_run`: the files it created, then its folders left empty (deepest first)."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # never made (the write failed before it)
+            continue
+        except OSError:  # not empty (e.g. the run's lock is there)
+            break
 
 
 def _check_landmarks_fit(payload: dict[str, Any], source: Path, data_dir: Path) -> None:
