@@ -14,6 +14,13 @@ An image that cannot be read (or whose network output is not finite) is skipped
 with its reason when ``on_bad_image="skip"`` (what ``chh predict`` does, exiting
 with status 1 at the end) and raises :class:`~chh_lib.errors.DataFormatError`
 otherwise.
+
+An image too small to predict meaningfully is still predicted, with one logged
+warning naming the file and its size: one that must be enlarged more than
+:data:`MAX_ENLARGEMENT` (2) times to fit the run's input, i.e. narrower than half
+the input's width AND lower than half its height (with the ``cpu`` profile's
+160 x 200 px input: under 80 px wide and under 100 px high; the paper's 640 x 800:
+under 320 x 400). The network then sees interpolated pixels, not details.
 """
 from __future__ import annotations
 
@@ -325,8 +332,16 @@ def _spacing(value: float | Sequence[float]) -> tuple[float, float]:
     return pair  # type: ignore[return-value]
 
 
+#: An image enlarged more than this many times to fit the network's input draws a warning.
+MAX_ENLARGEMENT = 2.0
+
+
 def _load(path: Path, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, ResizeGeometry] | str:
-    """(original image, resized image, geometry), or why the image cannot be used."""
+    """(original image, resized image, geometry), or why the image cannot be used.
+
+    Warns (once per image, naming the file and its size) when the image is enlarged
+    more than :data:`MAX_ENLARGEMENT` times to fit ``image_size``.
+    """
     try:
         image = read_image(path)
     except DataFormatError as error:
@@ -334,6 +349,11 @@ def _load(path: Path, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     except OSError as error:
         return f"{error.strerror or error}"
     geometry = resize_geometry((image.shape[1], image.shape[0]), image_size)
+    enlargement = float(np.max(geometry.scale))
+    if enlargement > MAX_ENLARGEMENT:
+        logger.warning("%s: %d x %d px is too small to predict meaningfully: it is enlarged %.3g times to the "
+                       "network's %d x %d input (more than %g times), so the network sees interpolated pixels",
+                       path, image.shape[1], image.shape[0], enlargement, *image_size, MAX_ENLARGEMENT)
     return image, pad_and_resize(image, geometry), geometry
 
 
