@@ -148,6 +148,42 @@ def _check_heatmaps_and_pixel_size(heatmaps: torch.Tensor, pixel_size_mm: torch.
         raise ValueError(f"pixel_size_mm must be ({heatmaps.shape[0]}, 2), got {tuple(pixel_size_mm.shape)}")
 
 
+def is_significant(normalised: torch.Tensor, cutoff: float) -> torch.Tensor:
+    r"""The ERE's rule for a significant pixel: :math:`\tilde p_i = p_i / \max p > c`, strictly.
+
+    Parameters
+    ----------
+    normalised : Tensor, any shape
+        Heatmap values divided by their map's maximum (NaN where the maximum is 0 or NaN).
+    cutoff : float
+        The fraction :math:`c` of the maximum a pixel must exceed.
+
+    Returns
+    -------
+    Tensor, the same shape, bool
+        False for NaN.
+    """
+    return normalised > cutoff
+
+
+def significant_mask(heatmaps: torch.Tensor, cutoff: float = 0.05) -> torch.Tensor:
+    r"""The significant set :math:`S = \{i : p_i / \max p > c\}` of each map, as the ERE selects it.
+
+    Parameters
+    ----------
+    heatmaps : Tensor, shape (..., H, W), floating point
+        Non-negative probabilities (only ratios matter).
+    cutoff : float
+        See :func:`is_significant`.
+
+    Returns
+    -------
+    Tensor, shape (..., H, W), bool
+        Empty for a map whose maximum is 0 or NaN.
+    """
+    return is_significant(heatmaps / heatmaps.amax((-2, -1), keepdim=True), cutoff)
+
+
 def expected_radial_error(
     heatmaps: torch.Tensor, pixel_size_mm: torch.Tensor, cutoff: float = 0.05
 ) -> torch.Tensor:
@@ -155,7 +191,8 @@ def expected_radial_error(
 
     With :math:`p` one landmark's heatmap, :math:`\tilde p = p / \max p`, the
     significant pixels :math:`S = \{i : \tilde p_i > c\}` (strictly greater than the
-    cutoff :math:`c`) and :math:`q_i = \tilde p_i / \sum_{j \in S} \tilde p_j`,
+    cutoff :math:`c`: :func:`is_significant`, :func:`significant_mask`) and
+    :math:`q_i = \tilde p_i / \sum_{j \in S} \tilde p_j`,
 
     .. math::
 
@@ -207,7 +244,7 @@ def expected_radial_error(
 
     # Candidate bands: only these can hold a pixel with p / max > cutoff (division by a
     # positive maximum is monotonic). NaN or zero maxima give no candidates -> NaN ERE.
-    cand_map, cand_band = torch.nonzero(band_max / peak[:, None] > cutoff, as_tuple=True)  # (C,)
+    cand_map, cand_band = torch.nonzero(is_significant(band_max / peak[:, None], cutoff), as_tuple=True)  # (C,)
     values = bands.index_select(0, cand_map * num_bands + cand_band)  # (C, band * W)
 
     # Pre-filter with a threshold slightly below cutoff * max (a superset of the
@@ -228,7 +265,7 @@ def expected_radial_error(
     norm = value / owner_peak
     # The definition: normalise, then compare. Pixels that only passed the loose
     # pre-filter get weight 0 (masking them out would cost more than carrying them).
-    weight = torch.where(norm > cutoff, norm, torch.zeros_like(norm))
+    weight = torch.where(is_significant(norm, cutoff), norm, torch.zeros_like(norm))
     row = cand_band.index_select(0, cand) * band + torch.div(offset, width, rounding_mode="floor")
     col = offset % width
 

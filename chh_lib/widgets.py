@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from chh_lib.engine import predict
 from chh_lib.evaluation import LoadedRun, load_run
 from chh_lib.heatmaps import argmax_2d, scale_logits, softmax_2d
-from chh_lib.metrics import expected_radial_error, outliers, radial_error_mm
+from chh_lib.metrics import expected_radial_error, outliers, radial_error_mm, significant_mask
 from chh_lib.plots import heatmap_overlay
 
 if TYPE_CHECKING:
@@ -175,6 +175,8 @@ class HeatmapReading:
 def significant_set(heatmap: np.ndarray, cutoff: float) -> np.ndarray:
     r"""The significant set :math:`S = \{i : p(i) / \max_j p(j) > c\}` of one heatmap.
 
+    The ERE's own rule (:func:`chh_lib.metrics.significant_mask`), in float64.
+
     Parameters
     ----------
     heatmap : ndarray, shape (H, W)
@@ -187,11 +189,7 @@ def significant_set(heatmap: np.ndarray, cutoff: float) -> np.ndarray:
     ndarray, shape (H, W), bool
         Empty when the maximum is 0.
     """
-    heatmap = np.asarray(heatmap, dtype=np.float64)
-    peak = float(heatmap.max())
-    if peak <= 0:
-        return np.zeros(heatmap.shape, dtype=bool)
-    return heatmap / peak > cutoff
+    return significant_mask(torch.tensor(np.asarray(heatmap, dtype=np.float64)), cutoff).numpy()
 
 
 def descending_order(values: np.ndarray) -> np.ndarray:
@@ -422,7 +420,7 @@ def reading_text(reading: HeatmapReading, abbreviation: str = "") -> str:
     name = f"{reading.landmark} ({abbreviation})" if abbreviation else reading.landmark
     return (f"{reading.image_id} · {name} · T = {reading.temperature:.3g}, c = {reading.ere_cutoff:.3g}: "
             f"ERE {reading.ere_mm:.2f} mm, radial error {reading.radial_error_mm:.2f} mm, mode probability "
-            f"{reading.mode_prob:.4f}, |S| = {reading.significant_pixels} px "
+            f"{reading.mode_prob:.3g}, |S| = {reading.significant_pixels} px "
             f"({reading.significant_area_mm2:.1f} mm²)")
 
 
@@ -856,7 +854,7 @@ class HeatmapInspector:
         rows = [("temperature T", f"{r.temperature:.3g} (fitted {self.fitted_temperature:.3g})"),
                 ("ERE cutoff c", f"{r.ere_cutoff:.3g} (run's {self.reader.ere_cutoff:.3g})"),
                 ("significant set |S|", f"{r.significant_pixels} px = {r.significant_area_mm2:.1f} mm²"),
-                ("mode probability", f"{r.mode_prob:.4f}"),
+                ("mode probability", f"{r.mode_prob:.3g}"),
                 ("ERE", f"{r.ere_mm:.2f} mm"),
                 ("radial error", f"{r.radial_error_mm:.2f} mm"),
                 ("prediction (x, y)", f"({r.prediction_px[0]:.0f}, {r.prediction_px[1]:.0f}) px"),
