@@ -123,7 +123,7 @@ def describe_holder(holder: dict[str, Any] | None) -> str:
 
 
 def read_readers(run_dir: Path) -> list[dict[str, Any]]:
-    """The recorded holders of ``run_dir``'s shared lock, oldest first (those of dead processes on this host left out)."""
+    """The recorded holders of ``run_dir``'s shared lock, oldest first (dead processes of this host left out)."""
     readers = []
     folder = Path(run_dir) / READERS_NAME
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
