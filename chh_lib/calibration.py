@@ -55,6 +55,12 @@ from chh_lib.metrics import correct_within_pixel, radial_error_mm, reliability_b
 logger = logging.getLogger(__name__)
 
 REPORTED_SPLITS = ("test", "test2")
+#: Temperature scopes, fewest parameters first: T = 1 (nothing fitted), one for all landmarks, one per landmark.
+TEMPERATURE_SCOPES = ("none", "global", "per_landmark")
+#: Below this many images in the calibration split, ``chh calibrate`` warns that the fitted
+#: temperatures and the ERE threshold may not transfer (notebook 03, "Small calibration sets",
+#: measures the spread of T and of the ECE over resamples of 25 and of 100 images).
+MIN_CALIBRATION_IMAGES = 50
 #: Fitted temperatures are kept within this range; beyond it a heatmap is all but uniform or one-hot.
 TEMPERATURE_RANGE = (0.01, 100.0)
 
@@ -87,7 +93,9 @@ class CalibrationResult:
     nll_before, nll_after : float
         Mean one-hot NLL (nats) of the calibration split at T = 1 and at the fitted T.
     scope : str
-        ``per_landmark`` or ``global``.
+        ``per_landmark``, ``global`` or ``none`` (T = 1: nothing fitted).
+    ere_threshold : dict, optional
+        The ERE threshold chosen with these temperatures (``chh calibrate`` sets it).
     """
 
     temperatures: np.ndarray
@@ -98,6 +106,7 @@ class CalibrationResult:
     nll_after: float
     details: dict = field(default_factory=dict)
     scope: str = "per_landmark"
+    ere_threshold: dict | None = None
 
 
 def check_calibration_split(split: str) -> None:
@@ -203,39 +212,60 @@ def fit_temperatures_nll(held_out: HeldOutLogits, per_landmark: bool = True, max
 
 
 def cross_validated_nll(held_out: HeldOutLogits, num_folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Held-out NLL of a per-landmark and of a global temperature, by K-fold cross-validation over images.
+    """Held-out NLL of no temperature, a global one and one per landmark, by K-fold cross-validation over images.
 
     The images of ``held_out`` are shuffled (``seed``) into ``num_folds`` folds; each
-    fold's NLL is measured at the temperatures fitted on the other folds. With few
-    calibration images, per-landmark temperatures (K parameters) can over-fit where
-    one global temperature does not; this measures which generalises better without
-    touching the test split.
+    fold's NLL is measured at the temperatures fitted on the other folds (``none``:
+    at T = 1, nothing fitted). With few calibration images, per-landmark
+    temperatures (K parameters) can over-fit where one global temperature does not,
+    and a temperature fitted on a few images can be worse on new ones than none;
+    this measures which generalises best without touching the test split.
 
     Returns
     -------
     dict
-        ``per_landmark`` and ``global``: mean NLL (nats) over all present pairs of the
-        held-out folds; ``num_folds``.
+        ``none``, ``global`` and ``per_landmark``: mean NLL (nats) over all present
+        pairs of the held-out folds; ``num_folds``.
     """
     num_images = held_out.logits.shape[0]
     if num_images < num_folds or num_folds < 2:
         raise ConfigError(f"{num_folds}-fold cross-validation needs at least {max(num_folds, 2)} images, "
                           f"the calibration split has {num_images}")
+    num_landmarks = held_out.logits.shape[1]
     order = np.random.default_rng(seed).permutation(num_images)
     folds = np.array_split(order, num_folds)
-    totals = {"per_landmark": 0.0, "global": 0.0}
+    totals = dict.fromkeys(TEMPERATURE_SCOPES, 0.0)
     count = 0
     for fold in folds:
         inside = np.setdiff1d(order, fold)
         fitting = subset_logits(held_out, inside)
         testing = subset_logits(held_out, fold)
         present = int((testing.target_index != MISSING_INDEX).sum())
-        for scope, per_landmark in (("per_landmark", True), ("global", False)):
-            fitted = fit_temperatures_nll(fitting, per_landmark=per_landmark, warn_clipped=False)
-            nll = pooled_nll(testing.logits, testing.target_index, torch.as_tensor(fitted.temperatures))
+        for scope in TEMPERATURE_SCOPES:
+            if scope == "none":
+                temperature = torch.ones(num_landmarks)
+            else:
+                fitted = fit_temperatures_nll(fitting, per_landmark=scope == "per_landmark", warn_clipped=False)
+                temperature = torch.as_tensor(fitted.temperatures)
+            nll = pooled_nll(testing.logits, testing.target_index, temperature)
             totals[scope] += float(nll) * present
         count += present
     return {scope: total / count for scope, total in totals.items()} | {"num_folds": num_folds}
+
+
+def choose_scope(cross_validation: dict[str, float]) -> str:
+    """The scope of lowest cross-validated NLL; on a tie the one with fewer parameters (none, global, per_landmark)."""
+    return min(TEMPERATURE_SCOPES, key=lambda scope: (cross_validation[scope], TEMPERATURE_SCOPES.index(scope)))
+
+
+def unit_temperatures(held_out: HeldOutLogits) -> CalibrationResult:
+    """The result of choosing no temperature (T = 1 for every landmark): the NLL is unchanged."""
+    num_landmarks = held_out.logits.shape[1]
+    with torch.no_grad():
+        nll = float(pooled_nll(held_out.logits, held_out.target_index, torch.ones(num_landmarks)))
+    return CalibrationResult(temperatures=np.ones(num_landmarks), method="nll", split="",
+                             num_images=int(held_out.logits.shape[0]), nll_before=nll, nll_after=nll,
+                             details={"per_landmark": False}, scope="none")
 
 
 def subset_logits(held_out: HeldOutLogits, indices: np.ndarray) -> HeldOutLogits:

@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chh`` and its sub-commands."""
     parser = argparse.ArgumentParser(prog="chh", description="Contour-hugging heatmaps: data, training, evaluation.")
@@ -67,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, help="default: the data set the run was trained on")
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     evaluate.add_argument("--sdr-inclusive", action="store_true", help="count error <= threshold as a success")
+    evaluate.add_argument("--outlier-mm", type=_positive_float, metavar="MM",
+                          help="radial error above which a prediction is an outlier (default: the cut chh calibrate "
+                               "chose the ERE threshold at, else 4 mm, the paper's)")
     evaluate.set_defaults(handler=_run_evaluate)
 
     calibrate = commands.add_parser("calibrate", help="fit temperatures (per landmark or global) on held-out data")
@@ -74,9 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--split", default="calibration", help="held-out split (never test or test2)")
     calibrate.add_argument("--method", choices=("nll", "paper"), default="nll",
                            help="nll: L-BFGS on the NLL (default); paper: the authors' Adam + ECE selection")
-    calibrate.add_argument("--scope", choices=("auto", "per-landmark", "global"), default="auto",
-                           help="one temperature per landmark, one for all, or auto (default): the one with the "
-                                "lower cross-validated NLL on the split")
+    calibrate.add_argument("--scope", choices=("auto", "none", "global", "per-landmark"), default="auto",
+                           help="no temperature (T = 1), one for all, one per landmark, or auto (default): the one "
+                                "with the lowest cross-validated NLL on the split")
+    calibrate.add_argument("--outlier-mm", type=_positive_float, metavar="MM",
+                           help="radial error above which a prediction is an outlier when the ERE threshold is "
+                                "chosen (default 4 mm, the paper's); stored with the threshold")
     calibrate.add_argument("--epochs", type=_positive_int, default=15, help="epochs of the paper method (the authors: 15)")
     calibrate.add_argument("--data", type=Path, help="default: the data set the run was trained on")
     calibrate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
@@ -107,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive_int, help="images per forward pass (default: the run's)")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument("--outlier-mm", type=_positive_float, metavar="MM",
+                         help="the outlier cut the flags must mean; refused unless it is the one chh calibrate "
+                              "chose the run's ERE threshold at (default: that one)")
     predict.set_defaults(handler=_run_predict)
 
     data = commands.add_parser("data", help="inspect a data set")
@@ -209,7 +228,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from chh_lib.evaluation import evaluate_run, format_results_table
 
     result = evaluate_run(
-        args.run_dir, args.split, args.data, choose_device(args.device), True if args.sdr_inclusive else None
+        args.run_dir, args.split, args.data, choose_device(args.device), True if args.sdr_inclusive else None,
+        outlier_threshold_mm=args.outlier_mm,
     )
     print(format_results_table(result.metrics))
     print(f"run directory: {args.run_dir}  (tables in {result.output_dir})")
@@ -220,7 +240,7 @@ def _run_calibrate(args: argparse.Namespace) -> None:
     from chh_lib.evaluation import calibrate_run
 
     result = calibrate_run(args.run_dir, args.split, args.method, args.scope.replace("-", "_"), args.data,
-                           choose_device(args.device), args.epochs)
+                           choose_device(args.device), args.epochs, args.outlier_mm)
     temperatures = result.temperatures
     print(f"fitted {len(temperatures)} temperatures ({result.method}, {result.scope.replace('_', '-')}) on "
           f"{result.num_images} images of "
@@ -228,6 +248,13 @@ def _run_calibrate(args: argparse.Namespace) -> None:
           f"max {temperatures.max():.3f}")
     print(f"NLL {result.nll_before:.3f} -> {result.nll_after:.3f} nats; stored in {args.run_dir / 'checkpoints'}"
           f" and {args.run_dir / 'calibration.json'}")
+    threshold = result.ere_threshold or {}
+    if threshold.get("refused"):
+        print(f"ERE threshold: {threshold['refused']}")
+    elif threshold:
+        print(f"ERE threshold {threshold['ere_threshold_mm']:.2f} mm: flags {threshold['target_tpr']:.0%} of the "
+              f"{threshold['num_outliers']} outliers (error > {threshold['outlier_threshold_mm']:g} mm) of split "
+              f"{threshold['split']!r}")
 
 
 def _run_notebooks(args: argparse.Namespace) -> None:
@@ -252,7 +279,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     result = predict_images(
         args.run_dir, args.images, None if spacing is None else (spacing * 2)[:2], args.decode,
         choose_device(args.device), args.batch_size, "skip", args.heatmaps_dir, args.overlay_dir,
-        progress=not args.no_progress,
+        progress=not args.no_progress, outlier_threshold_mm=args.outlier_mm,
     )
     for path, reason in result.skipped.items():
         print(f"chh predict: skipped {path}: {reason}", file=sys.stderr)

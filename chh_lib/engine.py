@@ -74,6 +74,10 @@ TRAINING_LOSSES = ("one_hot_nll", "gaussian_mse")
 REGRESSION_HEAD_INIT_STD = 1e-3
 #: Called after every epoch with that epoch's row of the history and the number of epochs configured.
 EpochCallback = Callable[[dict[str, float], int], None]
+#: The line (INFO, ``train.log`` under ``chh train``) naming the first batch a call of :func:`train` trains on
+#: and its loss before the optimiser step: a seeded run's first value, which changes only when the weights'
+#: initialisation, the data or the order of the random draws does (README, "What the kit guarantees").
+FIRST_BATCH_LOG = "first batch: epoch %d, %d images (%s), loss %.6f"
 
 
 def batch_loss(loss: str, outputs: torch.Tensor, batch: dict[str, Any], sigma_px: float = DEFAULT_SIGMA_PX) -> torch.Tensor:
@@ -295,6 +299,9 @@ def train(
 ) -> TrainResult:
     """Train a heatmap network and checkpoint it every epoch.
 
+    The first batch it trains on is logged at INFO level as :data:`FIRST_BATCH_LOG`
+    (its images and loss), so that a change of a seeded run's start shows in ``train.log``.
+
     Parameters
     ----------
     config : RunConfig
@@ -446,7 +453,7 @@ def _train_loop(
                 )
             stats = _train_one_epoch(network, loader, optimizer, device, config.train.bf16_on_cuda, epoch, num_epochs,
                                      bar, objective, None if max_steps is None else max_steps - steps_done,
-                                     distributed)
+                                     distributed, log_first_batch=epoch == start_epoch)
             steps_done += stats["steps"]
             if held_out is not None and distributed.is_main:
                 stats["held_out_loss"] = held_out_loss(model, held_out, device, objective["name"],
@@ -568,13 +575,15 @@ def _train_one_epoch(
     objective: dict[str, Any],
     step_budget: int | None = None,
     distributed: DistributedContext = SINGLE_PROCESS,
+    log_first_batch: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader`` (forward, loss, backward, optimiser step per batch), advancing ``bar``.
 
     Stops early after ``step_budget`` optimiser steps when it is given; ``steps`` in the
     result counts the steps taken. In a data-parallel run the loss is averaged over all
     processes' images, and a batch without any landmark still takes a (zero) step, so
-    that every process steps together.
+    that every process steps together. With ``log_first_batch`` the first batch trained
+    on is logged (:data:`FIRST_BATCH_LOG`): its images and its loss before the step.
     """
     model.train()
     total_loss, total_images, steps, start = 0.0, 0, 0, time.perf_counter()
@@ -599,6 +608,9 @@ def _train_one_epoch(
                 f"epoch {epoch + 1}, batch {step + 1}: the loss is {loss.item()}; "
                 "the last good checkpoint is kept (try a lower learning rate)"
             )
+        if log_first_batch and present and steps == 0:
+            ids = [loader.dataset.image_ids[i] for i in batch["index"].tolist()]
+            logger.info(FIRST_BATCH_LOG, epoch + 1, len(ids), ", ".join(ids), loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -715,28 +727,75 @@ def predict(
         Naming the images whose logits hold NaN or infinity.
     """
     model.eval().to(device)
-    temperature = torch.ones(dataset.num_landmarks) if temperatures is None else torch.as_tensor(temperatures)
-    temperature = temperature.float().to(device)
+    temperature = _temperature_tensor(temperatures, dataset.num_landmarks, device)
     parts: dict[str, list[np.ndarray]] = {}
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         logits = float32_logits(model, batch["image"].to(device))  # (N, K, H, W)
         ids = [dataset.image_ids[i] for i in batch["index"].tolist()]
         check_finite(logits, f"model output for images {', '.join(ids)}")
-        target_index = batch["target_index"].to(device)
-        scaled = scale_logits(logits, temperature)
-        heatmaps = softmax_2d(scaled)
-        outputs = {
-            "pred_px": argmax_2d(logits),
-            "pred_px_subpixel": quadratic_peak_2d(logits),
-            "mode_prob": mode_probability(scaled),
-            "mode_prob_before": mode_probability(logits),
-            "nll": target_nll(scaled, target_index),
-            "nll_before": target_nll(logits, target_index),
-        }
-        scores = uncertainty_scores(heatmaps, batch["pixel_size_mm"].to(device), cutoff=ere_cutoff)
-        outputs.update({f"score_{name}": value for name, value in scores.items()})
-        for name, value in outputs.items():
-            parts.setdefault(name, []).append(host_float64(value))
+        _decode_batch(logits, batch["target_index"].to(device), batch["pixel_size_mm"].to(device),
+                      temperature, ere_cutoff, parts)
+    return _merge_parts(parts)
+
+
+@torch.no_grad()
+def predict_from_logits(
+    logits: torch.Tensor,
+    target_index: torch.Tensor,
+    pixel_size_mm: np.ndarray,
+    temperatures: np.ndarray | None = None,
+    ere_cutoff: float = 0.05,
+    batch_size: int = 8,
+) -> Predictions:
+    """What :func:`predict` returns, from logits already computed (e.g. :func:`chh_lib.calibration.collect_logits`).
+
+    Parameters
+    ----------
+    logits : Tensor, shape (N, K, H, W), float32
+    target_index : Tensor, shape (N, K), int64 (-1 = missing)
+    pixel_size_mm : ndarray, shape (N, 2)
+    temperatures : ndarray, shape (K,), optional
+    """
+    temperature = _temperature_tensor(temperatures, logits.shape[1], logits.device)
+    spacing = torch.as_tensor(np.asarray(pixel_size_mm), dtype=torch.float32)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, logits.shape[0], batch_size):
+        part = slice(start, start + batch_size)
+        _decode_batch(logits[part], target_index[part], spacing[part], temperature, ere_cutoff, parts)
+    return _merge_parts(parts)
+
+
+def _temperature_tensor(temperatures: np.ndarray | None, num_landmarks: int, device: torch.device) -> torch.Tensor:
+    temperature = torch.ones(num_landmarks) if temperatures is None else torch.as_tensor(temperatures)
+    return temperature.float().to(device)
+
+
+def _decode_batch(
+    logits: torch.Tensor,
+    target_index: torch.Tensor,
+    pixel_size_mm: torch.Tensor,
+    temperature: torch.Tensor,
+    ere_cutoff: float,
+    parts: dict[str, list[np.ndarray]],
+) -> None:
+    """Decode one batch of logits (N, K, H, W) and append every output, as float64 on the host, to ``parts``."""
+    scaled = scale_logits(logits, temperature)
+    heatmaps = softmax_2d(scaled)
+    outputs = {
+        "pred_px": argmax_2d(logits),
+        "pred_px_subpixel": quadratic_peak_2d(logits),
+        "mode_prob": mode_probability(scaled),
+        "mode_prob_before": mode_probability(logits),
+        "nll": target_nll(scaled, target_index),
+        "nll_before": target_nll(logits, target_index),
+    }
+    scores = uncertainty_scores(heatmaps, pixel_size_mm, cutoff=ere_cutoff)
+    outputs.update({f"score_{name}": value for name, value in scores.items()})
+    for name, value in outputs.items():
+        parts.setdefault(name, []).append(host_float64(value))
+
+
+def _merge_parts(parts: dict[str, list[np.ndarray]]) -> Predictions:
     merged = {name: np.concatenate(values) for name, values in parts.items()}
     scores = {name[len("score_"):]: merged.pop(name) for name in list(merged) if name.startswith("score_")}
     return Predictions(scores=scores, **merged)

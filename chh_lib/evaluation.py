@@ -41,12 +41,16 @@ import torch
 
 from chh_lib import plots
 from chh_lib.calibration import (
+    MIN_CALIBRATION_IMAGES,
     CalibrationResult,
+    HeldOutLogits,
     check_calibration_split,
+    choose_scope,
     collect_logits,
     cross_validated_nll,
     fit_temperatures_nll,
     fit_temperatures_paper,
+    unit_temperatures,
 )
 from chh_lib.config import RunConfig, load_config
 from chh_lib.data.dataset import LandmarkDataset
@@ -57,6 +61,7 @@ from chh_lib.engine import (
     make_training_dataset,
     model_from_checkpoint,
     predict,
+    predict_from_logits,
     save_checkpoint,
 )
 from chh_lib.errors import ConfigError
@@ -68,14 +73,15 @@ from chh_lib.prediction import (
     write_prediction_csv,
 )
 from chh_lib.run_info import data_description, recorded_data_dir
-from chh_lib.uncertainty import choose_ere_threshold, summarise_uncertainty
+from chh_lib.uncertainty import MIN_OUTLIERS, choose_ere_threshold, summarise_uncertainty
 
 logger = logging.getLogger(__name__)
 
-#: Below this many outliers on the held-out split, the chosen ERE threshold is flagged as unstable.
+#: Below this many outliers on the held-out split (but at least :data:`MIN_OUTLIERS`), the
+#: chosen ERE threshold is stored with a warning that it is unstable.
 FEW_OUTLIERS = 20
 #: Temperature scopes of :func:`calibrate_run`; ``auto`` chooses by cross-validation.
-CALIBRATION_SCOPES = ("auto", "per_landmark", "global")
+CALIBRATION_SCOPES = ("auto", "none", "global", "per_landmark")
 
 
 @dataclass
@@ -150,6 +156,7 @@ def evaluate_run(
     device: torch.device | None = None,
     sdr_inclusive: bool | None = None,
     figures: bool = True,
+    outlier_threshold_mm: float | None = None,
 ) -> EvaluationResult:
     """Evaluate ``run_dir``'s last checkpoint (with its temperatures, if calibrated) on ``split``.
 
@@ -165,11 +172,18 @@ def evaluate_run(
         Override the configuration's ``eval.sdr_inclusive``.
     figures : bool
         Also write the PNG figures (reliability diagrams, ERE vs error, ROC, per-landmark table).
+    outlier_threshold_mm : float, optional
+        Radial error above which a prediction is an outlier (ROC, AUROC, the threshold's
+        TPR/FPR). Default: the cut ``chh calibrate`` chose the ERE threshold at, else the
+        configuration's ``eval.outlier_threshold_mm`` (the paper's 4 mm). Another cut than
+        the threshold's is allowed, with a warning: the threshold was set for the other one.
     """
     run = load_run(run_dir, data_dir)
     config = run.config
+    outlier_mm = resolve_outlier_cut(run, outlier_threshold_mm)
     settings = dataclasses.replace(
-        config.eval, sdr_inclusive=config.eval.sdr_inclusive if sdr_inclusive is None else sdr_inclusive
+        config.eval, sdr_inclusive=config.eval.sdr_inclusive if sdr_inclusive is None else sdr_inclusive,
+        outlier_threshold_mm=outlier_mm,
     )
     dataset = run.dataset(split)
     temperatures = run.temperatures
@@ -219,6 +233,9 @@ def evaluate_run(
         "calibration_overlap_images": len(overlap),
         "temperatures": [float(t) for t in shown_temperatures],
         **summary.metrics,
+        "calibration_raised_nll": bool(temperatures is not None
+                                       and summary.metrics["nll_after"] > summary.metrics["nll_before"]),
+        "ere_threshold_refused": (run.ere_threshold or {}).get("refused"),
         "image_size": list(config.data.image_size),
         "data_dir": str(run.data_dir),
     }
@@ -231,6 +248,7 @@ def evaluate_run(
         dataset.image_ids, run.data.landmarks, source_positions_px(predictions.pred_px, dataset.geometries),
         np.array([record.pixel_size_mm for record in dataset.records]), predictions.mode_prob, None,
         predictions.ere_mm, float("nan") if threshold is None else float(threshold),
+        float((run.ere_threshold or {}).get("outlier_threshold_mm", float("nan"))),
     ), output_dir / "predictions.csv")
     _write_csv(per_landmark, output_dir / "per_landmark.csv")
     _write_csv(per_image, output_dir / "per_image.csv")
@@ -238,6 +256,20 @@ def evaluate_run(
         _write_figures(summary, per_landmark, metrics, output_dir)
     write_json_atomic(metrics, output_dir / "metrics.json")
     return EvaluationResult(metrics, per_landmark, per_image, output_dir)
+
+
+def resolve_outlier_cut(run: LoadedRun, requested_mm: float | None) -> float:
+    """The outlier cut (mm) for evaluating ``run``: the requested one, else the threshold's, else the config's."""
+    stored = (run.ere_threshold or {}).get("outlier_threshold_mm")
+    if requested_mm is None:
+        return float(stored if stored is not None else run.config.eval.outlier_threshold_mm)
+    if not (np.isfinite(requested_mm) and requested_mm > 0):
+        raise ConfigError(f"the outlier cut must be a positive number of mm, got {requested_mm}")
+    if stored is not None and not np.isclose(stored, requested_mm):
+        logger.warning("outliers counted above %g mm, but the run's ERE threshold was chosen at %g mm: its TPR "
+                       "and FPR here answer another question (chh calibrate --outlier-mm %g chooses one for this "
+                       "cut)", requested_mm, stored, requested_mm)
+    return float(requested_mm)
 
 
 def _subpixel_metrics(pred_px: np.ndarray, dataset: LandmarkDataset, settings: Any) -> dict[str, Any]:
@@ -282,43 +314,68 @@ def calibrate_run(
     data_dir: Path | None = None,
     device: torch.device | None = None,
     epochs: int = 15,
+    outlier_threshold_mm: float | None = None,
 ) -> CalibrationResult:
     """Fit temperatures on ``split`` and store them with the run's checkpoint (atomically).
 
     Also writes ``RUN_DIR/calibration.json``. See :mod:`chh_lib.calibration` for the methods.
 
     ``scope`` is ``per_landmark`` (one temperature per landmark, the paper's),
-    ``global`` (one for all) or ``auto`` (the default): with the ``nll`` method, the
-    scope whose temperatures give the lower held-out NLL in a cross-validation over
-    the images of ``split`` (:func:`chh_lib.calibration.cross_validated_nll`, up to 5
-    folds; ``global`` when the split has fewer than 2 images). The ``paper`` method
-    fits per landmark only, so ``auto`` means ``per_landmark`` there.
+    ``global`` (one for all), ``none`` (T = 1: nothing fitted) or ``auto`` (the
+    default): with the ``nll`` method, the scope whose temperatures give the lowest
+    held-out NLL in a cross-validation over the images of ``split``
+    (:func:`chh_lib.calibration.cross_validated_nll`, up to 5 folds; a tie goes to
+    the scope with fewer parameters; ``global`` when the split has fewer than 2
+    images). The ``paper`` method fits per landmark only, so ``auto`` means
+    ``per_landmark`` there. A split of fewer than
+    :data:`chh_lib.calibration.MIN_CALIBRATION_IMAGES` images gives a warning.
+
+    The ERE threshold that flags half of the held-out outliers (radial error above
+    ``outlier_threshold_mm``, default the configuration's ``eval.outlier_threshold_mm``,
+    the paper's 4 mm) is chosen on the same split (``selection`` when the data has
+    one) and stored with the cut it was chosen at; with fewer than
+    :data:`chh_lib.uncertainty.MIN_OUTLIERS` outliers none is stored (see
+    :func:`held_out_ere_threshold`). The network runs once over the held-out split:
+    the threshold reuses the logits the temperatures were fitted on.
     """
     check_calibration_split(split)
     if scope not in CALIBRATION_SCOPES:
         raise ConfigError(f"unknown temperature scope {scope!r}; choose one of {', '.join(CALIBRATION_SCOPES)}")
-    if method == "paper" and scope == "global":
-        raise ConfigError("the paper method fits one temperature per landmark; use --method nll for a global one")
+    if method == "paper" and scope in ("global", "none"):
+        raise ConfigError(f"the paper method fits one temperature per landmark; use --method nll for scope {scope!r}")
+    if outlier_threshold_mm is not None and not (np.isfinite(outlier_threshold_mm) and outlier_threshold_mm > 0):
+        raise ConfigError(f"the outlier cut must be a positive number of mm, got {outlier_threshold_mm}")
     run = load_run(run_dir, data_dir)
     if split not in run.data.splits:
         raise ConfigError(
             f"{run.data_dir}: no {split!r} split to fit temperatures on (available: {', '.join(run.data.splits)}); "
             "give dataset.yaml one, e.g. splits: {fractions: {train: 0.7, calibration: 0.1, test: 0.2}}"
         )
+    outlier_mm = float(run.config.eval.outlier_threshold_mm if outlier_threshold_mm is None else outlier_threshold_mm)
     device = device or torch.device("cpu")
     dataset = run.dataset(split)
+    if len(dataset) < MIN_CALIBRATION_IMAGES:
+        logger.warning("split %r has %d images, fewer than the %d below which fitted temperatures and the ERE "
+                       "threshold often do not transfer to new images (notebook 03, 'Small calibration sets'): "
+                       "check the test NLL that chh evaluate reports before and after, and its interval",
+                       split, len(dataset), MIN_CALIBRATION_IMAGES)
+    threshold_split = "selection" if "selection" in run.data.splits and split == "calibration" else split
     cross_validation: dict[str, float] | None = None
     if method == "nll":
         held_out = collect_logits(run.model, dataset, device, run.config.eval.batch_size)
         if scope == "auto" and len(dataset) >= 2:
             cross_validation = cross_validated_nll(held_out, num_folds=min(5, len(dataset)), seed=0)
-            scope = "per_landmark" if cross_validation["per_landmark"] <= cross_validation["global"] else "global"
+            scope = choose_scope(cross_validation)
         elif scope == "auto":
             scope = "global"
-        result = fit_temperatures_nll(held_out, per_landmark=scope == "per_landmark")
+        if scope == "none":
+            result = unit_temperatures(held_out)
+        else:
+            result = fit_temperatures_nll(held_out, per_landmark=scope == "per_landmark")
         image_ids = dataset.image_ids
+        threshold_logits = held_out if threshold_split == split else None
     elif method == "paper":
-        if "selection" in run.data.splits and split == "calibration":
+        if threshold_split == "selection":
             fit_records, selection_records = run.data.split(split), run.data.split("selection")
         else:
             records = run.data.split(split)
@@ -334,18 +391,24 @@ def calibrate_run(
         result = fit_temperatures_paper(run.model, fitting, held_out, device, epochs=epochs)
         scope = "per_landmark"
         image_ids = [r.image_id for r in fit_records + selection_records]
+        threshold_logits = held_out if threshold_split == "selection" else None
     else:
         raise ConfigError(f"unknown calibration method {method!r}; choose nll or paper")
     result.split = split
     result.scope = scope
-    threshold_split = "selection" if "selection" in run.data.splits and split == "calibration" else split
-    ere_threshold = _held_out_ere_threshold(run, threshold_split, result.temperatures, device)
+    if threshold_logits is None:
+        threshold_logits = collect_logits(run.model, run.dataset(threshold_split), device,
+                                          run.config.eval.batch_size)
+    ere_threshold = held_out_ere_threshold(threshold_logits, result.temperatures, run.config.eval.ere_cutoff,
+                                           outlier_mm, threshold_split)
+    result.ere_threshold = ere_threshold
     payload = dict(run.payload)
     payload.update(data_description(run.data))
     payload["temperatures"] = torch.as_tensor(result.temperatures, dtype=torch.float64)
     payload["ere_threshold"] = ere_threshold
     payload["calibration"] = {"method": result.method, "split": split, "image_ids": image_ids, "scope": scope,
-                              "nll_before": result.nll_before, "nll_after": result.nll_after}
+                              "nll_before": result.nll_before, "nll_after": result.nll_after,
+                              "outlier_threshold_mm": outlier_mm}
     save_checkpoint(payload, run.checkpoint_path)
     write_json_atomic({
         "method": result.method,
@@ -353,31 +416,52 @@ def calibrate_run(
         "scope": scope,
         "cross_validated_nll": cross_validation,
         "num_images": result.num_images,
+        "min_calibration_images": MIN_CALIBRATION_IMAGES,
         "nll_before": result.nll_before,
         "nll_after": result.nll_after,
         "temperatures": dict(zip(run.data.landmarks.names, result.temperatures.tolist())),
+        "outlier_threshold_mm": outlier_mm,
         "ere_threshold": ere_threshold,
         "details": result.details,
     }, run.run_dir / "calibration.json")
     return result
 
 
-def _held_out_ere_threshold(
-    run: LoadedRun, split: str, temperatures: np.ndarray, device: torch.device
+def held_out_ere_threshold(
+    held_out: HeldOutLogits,
+    temperatures: np.ndarray,
+    ere_cutoff: float,
+    outlier_threshold_mm: float,
+    split: str,
 ) -> dict[str, Any]:
-    """Choose the ERE threshold on ``split`` with the fitted temperatures (see :mod:`chh_lib.uncertainty`)."""
-    settings = run.config.eval
-    dataset = run.dataset(split)
-    predictions = predict(run.model, dataset, device, settings.batch_size, temperatures, settings.ere_cutoff)
-    errors_mm = radial_error_mm(predictions.pred_px, dataset.target_px, dataset.pixel_size_mm)
-    chosen = choose_ere_threshold(predictions.ere_mm, errors_mm, settings.outlier_threshold_mm)
-    if np.isfinite(chosen["ere_threshold_mm"]) and chosen["num_outliers"] < FEW_OUTLIERS:
+    """Choose the ERE threshold on held-out logits with the fitted temperatures (see :mod:`chh_lib.uncertainty`).
+
+    Returns what :func:`chh_lib.uncertainty.choose_ere_threshold` returns plus ``split``
+    and ``num_images``. With fewer than :data:`MIN_OUTLIERS` outliers at the cut, no
+    threshold is stored (``ere_threshold_mm`` NaN) and ``refused`` says why and which
+    cut would give enough; with fewer than :data:`FEW_OUTLIERS` a warning is logged.
+    """
+    predictions = predict_from_logits(held_out.logits, held_out.target_index, held_out.pixel_size_mm,
+                                      temperatures, ere_cutoff)
+    errors_mm = radial_error_mm(predictions.pred_px, held_out.target_px, held_out.pixel_size_mm)
+    chosen = choose_ere_threshold(predictions.ere_mm, errors_mm, outlier_threshold_mm)
+    chosen.update(split=split, num_images=int(held_out.logits.shape[0]))
+    if chosen["num_outliers"] < MIN_OUTLIERS:
+        reason = (f"no ERE threshold stored: split {split!r} has {chosen['num_outliers']} predictions with a radial "
+                  f"error above {outlier_threshold_mm:g} mm, fewer than the {MIN_OUTLIERS} a threshold needs; "
+                  f"{_cut_advice(chosen['suggested_outlier_threshold_mm'])}; chh predict flags nothing until then")
+        logger.warning("%s", reason)
+        chosen.update(ere_threshold_mm=float("nan"), refused=reason)
+    elif chosen["num_outliers"] < FEW_OUTLIERS:
         logger.warning("the ERE threshold was chosen from only %d outliers of split %r: its rates on new data "
                        "may differ widely", chosen["num_outliers"], split)
-    if not np.isfinite(chosen["ere_threshold_mm"]):
-        logger.warning("split %r has no prediction with an error above %g mm: no ERE threshold chosen; "
-                       "evaluation will report no good/erroneous sets", split, settings.outlier_threshold_mm)
-    return {**chosen, "split": split, "num_images": len(dataset)}
+    return chosen
+
+
+def _cut_advice(suggested_mm: float) -> str:
+    if not np.isfinite(suggested_mm):
+        return "the split has too few predictions for any cut: add images to it"
+    return f"a cut of {suggested_mm:g} mm would give {MIN_OUTLIERS} (chh calibrate --outlier-mm {suggested_mm:g})"
 
 
 def _baseline_errors_mm(
@@ -441,7 +525,7 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def format_results_table(metrics: dict[str, Any]) -> str:
-    """A short plain-text table of MRE, SDR per threshold and the baseline."""
+    """A short plain-text table of MRE, SDR per threshold, the baseline and the uncertainty numbers with 95 % intervals."""
     comparator = "<=" if metrics["sdr_inclusive"] else "<"
     lines = [
         f"split {metrics['split']}: {metrics['num_images']} images, {metrics['num_landmarks']} landmarks, "
@@ -458,22 +542,59 @@ def format_results_table(metrics: dict[str, Any]) -> str:
     lines.append(f"  annotator distance       {metrics['mean_annotator_distance_mm']:5.2f} mm")
     if "ece_percent_after" in metrics:
         state = "calibrated" if metrics["calibrated"] else "not calibrated: run chh calibrate"
-        lines.append(f"  ECE before -> after      {metrics['ece_percent_before']:5.2f} -> "
-                     f"{metrics['ece_percent_after']:.2f} % ({state})")
+        lines.append(f"  ECE before -> after      {_with_interval(metrics, 'ece_percent_before')} -> "
+                     f"{_with_interval(metrics, 'ece_percent_after')} % ({state}); change "
+                     f"{_signed(metrics['ece_percent_after'] - metrics['ece_percent_before'])} "
+                     f"{_interval(metrics.get('ece_change_ci95'), signed=True)}")
+        lines.append(f"  NLL before -> after      {_with_interval(metrics, 'nll_before', 3)} -> "
+                     f"{_with_interval(metrics, 'nll_after', 3)} nats; change "
+                     f"{_signed(metrics['nll_after'] - metrics['nll_before'], 3)} "
+                     f"{_interval(metrics.get('nll_change_ci95'), 3, signed=True)}")
+        if metrics.get("calibration_raised_nll"):
+            lines.append(_raised_nll_notice(metrics))
         lines.append(f"  mean ERE                 {metrics['ere_mean_mm']:5.2f} mm")
-        lines.append(f"  ERE-error correlation    {_number(metrics['ere_error_binned_pearson'])} (binned), "
-                     f"{_number(metrics['ere_error_spearman'])} (Spearman)")
+        lines.append(f"  ERE-error correlation    {_with_interval(metrics, 'ere_error_binned_pearson')} (binned), "
+                     f"{_with_interval(metrics, 'ere_error_spearman', key_ci='spearman_ci95')} (Spearman)")
         low, high = metrics["auroc_ci95"]["ere"]
         lines.append(f"  AUROC of ERE (> {metrics['outlier_threshold_mm']:g} mm)  {_number(metrics['auroc']['ere'])} "
-                     f"[{_number(low)}, {_number(high)}]; outliers {100 * metrics['outlier_fraction']:.1f} %")
+                     f"[{_number(low)}, {_number(high)}] over {metrics['num_outliers']} outliers "
+                     f"({100 * metrics['outlier_fraction']:.1f} %)")
         lines.append(_threshold_line(metrics))
     return "\n".join(lines)
+
+
+def _raised_nll_notice(metrics: dict[str, Any]) -> str:
+    """One line saying that the temperatures made this split's NLL worse, and whether beyond noise."""
+    low, high = metrics.get("nll_change_ci95") or (float("nan"), float("nan"))
+    noise = ("beyond resampling noise" if np.isfinite(low) and low > 0
+             else "within resampling noise, but no gain")
+    return (f"  NOTICE: calibration raised this split's NLL ({metrics['nll_before']:.3f} -> {metrics['nll_after']:.3f} "
+            f"nats, {noise}): the temperatures did not transfer; try chh calibrate --scope none or more "
+            f"calibration images")
+
+
+def _with_interval(metrics: dict[str, Any], key: str, digits: int = 2, key_ci: str | None = None) -> str:
+    return f"{_number(metrics[key], digits)} {_interval(metrics.get(key_ci or f'{key}_ci95'), digits)}"
+
+
+def _interval(bounds: list[float] | None, digits: int = 2, signed: bool = False) -> str:
+    if bounds is None:
+        return ""
+    show = _signed if signed else _number
+    return f"[{show(bounds[0], digits)}, {show(bounds[1], digits)}]"
+
+
+def _signed(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:+.{digits}f}"
 
 
 def _threshold_line(metrics: dict[str, Any]) -> str:
     """The held-out ERE threshold with its rates on this split, and the oracle beside it."""
     oracle = f"oracle on {metrics['split']}: {_number(metrics['ere_threshold_oracle_mm'])} mm"
     threshold = metrics["ere_threshold_mm"]
+    if metrics.get("ere_threshold_refused"):
+        return (f"  ERE threshold            none stored: {metrics['ere_threshold_num_outliers']} outliers on "
+                f"{metrics['ere_threshold_split']} (see chh calibrate's warning); {oracle}")
     if threshold is None or not np.isfinite(threshold):
         return f"  ERE threshold            none chosen on held-out data (run chh calibrate); {oracle}"
     return (f"  ERE threshold            {threshold:.2f} mm (from {metrics['ere_threshold_split']}, "
@@ -481,5 +602,5 @@ def _threshold_line(metrics: dict[str, Any]) -> str:
             f"TPR {_number(metrics['ere_threshold_tpr'])}, FPR {_number(metrics['ere_threshold_fpr'])}; {oracle}")
 
 
-def _number(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"
+def _number(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"

@@ -66,7 +66,7 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 #: Columns of the prediction table, one row per (image, landmark).
 TABLE_COLUMNS = (
     "image", "landmark", "abbreviation", "x_px", "y_px", "x_mm", "y_mm",
-    "mode_prob", "ere_px", "ere_mm", "ere_threshold_mm", "flagged",
+    "mode_prob", "ere_px", "ere_mm", "ere_threshold_mm", "outlier_threshold_mm", "flagged",
 )
 
 
@@ -82,8 +82,10 @@ class ImagePredictions:
         integer coordinates), ``x_mm``/``y_mm`` the same times the pixel spacing (NaN when
         none is known), ``mode_prob`` the probability of the heatmap's mode, ``ere_px``
         the Expected Radial Error in pixels of the original image and ``ere_mm`` in mm,
-        ``ere_threshold_mm`` the run's held-out threshold and ``flagged`` whether the ERE
-        exceeds it (missing when either is unknown).
+        ``ere_threshold_mm`` the run's held-out threshold, ``outlier_threshold_mm`` the
+        radial error above which ``chh calibrate`` counted a prediction an outlier when it
+        chose that threshold (``--outlier-mm``), and ``flagged`` whether the ERE reaches
+        the threshold (missing when either is unknown).
     skipped : dict of str to str
         Image path -> why it was left out.
     seconds : float
@@ -115,6 +117,7 @@ class _TrainedRun:
     temperatures: np.ndarray | None
     ere_threshold_mm: float
     pixel_size_mm: tuple[float, float] | None
+    outlier_threshold_mm: float = float("nan")
 
 
 def image_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -164,12 +167,34 @@ def load_trained_run(run_dir: Path) -> _TrainedRun:
         raise ConfigError(f"{checkpoint_path}: {payload['num_landmarks']} heatmaps but "
                           f"{landmarks.num_landmarks} landmark names")
     temperatures = payload.get("temperatures")
-    threshold = (payload.get("ere_threshold") or {}).get("ere_threshold_mm")
+    stored = payload.get("ere_threshold") or {}
+    threshold = stored.get("ere_threshold_mm")
+    outlier_mm = stored.get("outlier_threshold_mm")
     return _TrainedRun(
         config, model, landmarks,
         None if temperatures is None else np.asarray(temperatures, dtype=np.float64),
         float("nan") if threshold is None else float(threshold),
         run_pixel_size_mm(payload, run_dir),
+        float("nan") if outlier_mm is None else float(outlier_mm),
+    )
+
+
+def check_outlier_cut(run_dir: Path, stored_mm: float, requested_mm: float | None) -> None:
+    """Refuse an outlier cut other than the one the run's ERE threshold was chosen at.
+
+    A flag means "ERE above the threshold that catches half of the held-out outliers at
+    the cut ``stored_mm``"; at another cut it would need another threshold.
+
+    Raises
+    ------
+    ConfigError
+        When ``requested_mm`` is given, the run has a threshold, and the two cuts differ.
+    """
+    if requested_mm is None or not np.isfinite(stored_mm) or np.isclose(requested_mm, stored_mm):
+        return
+    raise ConfigError(
+        f"{run_dir}: its ERE threshold was chosen at an outlier cut of {stored_mm:g} mm, not {requested_mm:g} mm; "
+        f"run chh calibrate --run-dir {run_dir} --outlier-mm {requested_mm:g} first"
     )
 
 
@@ -184,6 +209,7 @@ def predict_images(
     heatmaps_dir: Path | None = None,
     overlay_dir: Path | None = None,
     progress: bool = False,
+    outlier_threshold_mm: float | None = None,
 ) -> ImagePredictions:
     """Predict every landmark on each image with the last checkpoint of ``run_dir``.
 
@@ -215,6 +241,10 @@ def predict_images(
         of radius ERE (red when flagged).
     progress : bool
         A tqdm bar over the images.
+    outlier_threshold_mm : float, optional
+        The outlier cut the flags should mean (``chh predict --outlier-mm``); refused
+        when it differs from the cut the run's ERE threshold was chosen at
+        (:func:`check_outlier_cut`). Default: the run's.
 
     Returns
     -------
@@ -225,7 +255,7 @@ def predict_images(
     DataFormatError
         An unreadable image under ``on_bad_image="error"``, or no image found.
     ConfigError
-        An unknown ``decode`` or ``on_bad_image``.
+        An unknown ``decode`` or ``on_bad_image``, or another outlier cut than the run's.
     """
     start = time.perf_counter()
     if decode not in DECODERS:
@@ -238,6 +268,7 @@ def predict_images(
             raise ConfigError(f"{folder}: not a folder (the {option} folder must be a folder or not exist yet)")
     stems = output_stems(paths)
     run = load_trained_run(run_dir)
+    check_outlier_cut(run_dir, run.outlier_threshold_mm, outlier_threshold_mm)
     spacing = _spacing(pixel_size_mm) if pixel_size_mm is not None else run.pixel_size_mm
     device = device or torch.device("cpu")
     run.model.eval().to(device)
@@ -287,6 +318,7 @@ def prediction_table(
     ere_px: np.ndarray | None,
     ere_mm: np.ndarray,
     ere_threshold_mm: float,
+    outlier_threshold_mm: float = float("nan"),
 ) -> pd.DataFrame:
     """The long table of :data:`TABLE_COLUMNS` from (N, K) arrays (positions (N, K, 2), original pixels).
 
@@ -299,7 +331,7 @@ def prediction_table(
         isotropic = np.isclose(spacing[:, 0], spacing[:, 1], rtol=1e-9, atol=0.0)
         ere_px = np.where(isotropic[:, None], ere_mm / spacing[:, :1], np.nan)
     position_mm = position_px * spacing[:, None, :]
-    flagged = pd.array(np.where(np.isfinite(ere_mm) & np.isfinite(ere_threshold_mm), ere_mm > ere_threshold_mm,
+    flagged = pd.array(np.where(np.isfinite(ere_mm) & np.isfinite(ere_threshold_mm), ere_mm >= ere_threshold_mm,
                                 pd.NA).ravel(), dtype="boolean")
     return pd.DataFrame({
         "image": np.repeat(np.asarray(image_names, dtype=object), num_landmarks),
@@ -313,6 +345,7 @@ def prediction_table(
         "ere_px": ere_px.ravel(),
         "ere_mm": ere_mm.ravel(),
         "ere_threshold_mm": np.full(count * num_landmarks, ere_threshold_mm),
+        "outlier_threshold_mm": np.full(count * num_landmarks, outlier_threshold_mm),
         "flagged": flagged,
     })
 
@@ -430,7 +463,7 @@ def _predict_batch(
         spacing_rows = np.tile(np.asarray(spacing, dtype=np.float64), (len(good), 1))
     table = prediction_table(
         [str(path) for path, _ in good], run.landmarks, source_positions_px(grid_px, geometries), spacing_rows,
-        host_float64(mode_probability(scaled)), ere_px, ere_mm, run.ere_threshold_mm,
+        host_float64(mode_probability(scaled)), ere_px, ere_mm, run.ere_threshold_mm, run.outlier_threshold_mm,
     )
     if heatmaps_dir is not None:
         _write_heatmaps(heatmaps_dir, good, host_float64(heatmaps), run.landmarks, stems)

@@ -41,6 +41,32 @@ from chh_lib.metrics import (
 )
 
 TARGET_TPR = 0.5
+#: Fewest outliers on the held-out split from which ``chh calibrate`` stores an ERE threshold:
+#: at TPR 0.5 the threshold is then set by the ERE of the 5th of them; below that, one
+#: outlier more or less moves it by a large step.
+MIN_OUTLIERS = 10
+
+
+def suggested_outlier_cut(radial_error_mm: np.ndarray, num_outliers: int = MIN_OUTLIERS) -> float:
+    """The largest cut, rounded down to 0.1 mm, with at least ``num_outliers`` errors above it.
+
+    Parameters
+    ----------
+    radial_error_mm : ndarray
+        Any shape; NaN (missing) left out.
+
+    Returns
+    -------
+    float
+        In mm; NaN when fewer than ``num_outliers`` errors are present.
+    """
+    errors = np.sort(np.asarray(radial_error_mm, dtype=np.float64)[~np.isnan(radial_error_mm)])[::-1]
+    if errors.size < num_outliers:
+        return float("nan")
+    cut = np.floor(errors[num_outliers - 1] * 10.0) / 10.0
+    if cut >= errors[num_outliers - 1]:
+        cut -= 0.1
+    return float(round(cut, 1))
 
 
 def choose_ere_threshold(
@@ -59,7 +85,9 @@ def choose_ere_threshold(
     -------
     dict
         ``ere_threshold_mm`` (NaN when the split has no outlier), ``target_tpr``,
-        ``outlier_threshold_mm``, ``num_outliers`` and ``num_predictions``.
+        ``outlier_threshold_mm``, ``num_outliers``, ``num_predictions`` and
+        ``suggested_outlier_threshold_mm`` (:func:`suggested_outlier_cut`: the largest
+        cut that would give :data:`MIN_OUTLIERS` outliers on this split).
     """
     present = ~np.isnan(radial_error_mm)
     is_outlier = outliers(radial_error_mm[present], outlier_threshold_mm)
@@ -69,6 +97,7 @@ def choose_ere_threshold(
         "outlier_threshold_mm": outlier_threshold_mm,
         "num_outliers": int(is_outlier.sum()),
         "num_predictions": int(is_outlier.size),
+        "suggested_outlier_threshold_mm": suggested_outlier_cut(radial_error_mm[present]),
     }
 
 
@@ -144,7 +173,7 @@ def summarise_uncertainty(
     oracle_tpr, oracle_fpr = _rates_at(ere, is_outlier, oracle)
 
     intervals = _bootstrap_intervals(
-        radial_error_mm, present, pixel_size_nk, mode_prob, scores, settings
+        radial_error_mm, present, pixel_size_nk, mode_prob_before, mode_prob, nll_before, nll, scores, settings
     )
     metrics: dict[str, Any] = {
         "nll_before": float(np.nanmean(nll_before[present])),
@@ -159,6 +188,8 @@ def summarise_uncertainty(
         "ere_cutoff": settings.ere_cutoff,
         "outlier_threshold_mm": settings.outlier_threshold_mm,
         "outlier_fraction": float(is_outlier.mean()) if is_outlier.size else float("nan"),
+        "num_outliers": int(is_outlier.sum()),
+        "num_predictions": int(is_outlier.size),
         "auroc": {name: curve.auroc for name, curve in roc.items()},
         "ere_threshold_mm": deployed,
         "ere_threshold_split": None if ere_threshold is None else ere_threshold.get("split"),
@@ -178,21 +209,44 @@ def _bootstrap_intervals(
     radial_error_mm: np.ndarray,
     present: np.ndarray,
     pixel_size_nk: np.ndarray,
+    mode_prob_before: np.ndarray,
     mode_prob: np.ndarray,
+    nll_before: np.ndarray,
+    nll: np.ndarray,
     scores: dict[str, np.ndarray],
     settings: EvalConfig,
 ) -> dict[str, Any]:
-    """95 % intervals of MRE, SDR, ECE and each AUROC, resampling images."""
+    """95 % intervals of every headline number, resampling whole images.
+
+    Every interval uses the same resamples (one seed), so the interval of a change
+    (``ece_change_ci95``: after minus before, ``nll_change_ci95`` likewise) is paired:
+    it is the spread of the change measured on the same resampled images, narrower
+    than the two separate intervals suggest when both move together.
+    """
     num_images = radial_error_mm.shape[0]
 
     def interval(statistic: Callable[[np.ndarray], float]) -> list[float]:
         low, high = bootstrap_ci(statistic, num_images, settings.bootstrap_resamples, settings.bootstrap_seed)
         return [float(low), float(high)]
 
-    def ece(indices: np.ndarray) -> float:
-        keep = present[indices]
-        correct = correct_within_pixel(radial_error_mm[indices][keep], pixel_size_nk[indices][keep])
-        return reliability_bins(mode_prob[indices][keep], correct).ece_percent
+    def ece_of(confidence: np.ndarray) -> Callable[[np.ndarray], float]:
+        def statistic(indices: np.ndarray) -> float:
+            keep = present[indices]
+            correct = correct_within_pixel(radial_error_mm[indices][keep], pixel_size_nk[indices][keep])
+            return reliability_bins(confidence[indices][keep], correct).ece_percent
+        return statistic
+
+    def mean_of(values: np.ndarray) -> Callable[[np.ndarray], float]:
+        def statistic(indices: np.ndarray) -> float:
+            chosen = values[indices][present[indices]]
+            return float(chosen.mean()) if chosen.size else float("nan")
+        return statistic
+
+    def correlation(function: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray], float]:
+        def statistic(indices: np.ndarray) -> float:
+            keep = present[indices]
+            return function(scores["ere"][indices][keep], radial_error_mm[indices][keep])
+        return statistic
 
     def auroc(name: str) -> Callable[[np.ndarray], float]:
         def statistic(indices: np.ndarray) -> float:
@@ -207,10 +261,19 @@ def _bootstrap_intervals(
             return rates[float(threshold)]
         return statistic
 
+    ece_before, ece_after = ece_of(mode_prob_before), ece_of(mode_prob)
+    mean_nll_before, mean_nll_after = mean_of(nll_before), mean_of(nll)
     return {
         "mre_mm_ci95": interval(lambda indices: mean_radial_error(radial_error_mm[indices])[0]),
         "sdr_percent_ci95": {f"{t:g}": interval(sdr(t)) for t in settings.sdr_thresholds_mm},
-        "ece_percent_after_ci95": interval(ece),
+        "ece_percent_before_ci95": interval(ece_before),
+        "ece_percent_after_ci95": interval(ece_after),
+        "ece_change_ci95": interval(lambda indices: ece_after(indices) - ece_before(indices)),
+        "nll_before_ci95": interval(mean_nll_before),
+        "nll_after_ci95": interval(mean_nll_after),
+        "nll_change_ci95": interval(lambda indices: mean_nll_after(indices) - mean_nll_before(indices)),
+        "ere_error_binned_pearson_ci95": interval(correlation(binned_pearson)),
+        "spearman_ci95": interval(correlation(spearman)),
         "auroc_ci95": {name: interval(auroc(name)) for name in scores},
         "bootstrap_resamples": settings.bootstrap_resamples,
     }
