@@ -242,10 +242,20 @@ def _run_calibrate(args: argparse.Namespace) -> None:
     result = calibrate_run(args.run_dir, args.split, args.method, args.scope.replace("-", "_"), args.data,
                            choose_device(args.device), args.epochs, args.outlier_mm)
     temperatures = result.temperatures
-    print(f"fitted {len(temperatures)} temperatures ({result.method}, {result.scope.replace('_', '-')}) on "
-          f"{result.num_images} images of "
-          f"split {result.split!r}: min {temperatures.min():.3f}, median {np.median(temperatures):.3f}, "
-          f"max {temperatures.max():.3f}")
+    cross_validation = result.details.get("cross_validated_nll")
+    if cross_validation:
+        print(f"{cross_validation['num_folds']}-fold cross-validated NLL on split {result.split!r}: "
+              + ", ".join(f"{scope.replace('_', '-')} {cross_validation[scope]:.4f}"
+                          for scope in ("none", "global", "per_landmark"))
+              + f" nats; lowest: {result.scope.replace('_', '-')}")
+    if result.scope == "none":
+        print(f"kept T = 1 for all {len(temperatures)} landmarks ({result.method}, none) on {result.num_images} "
+              f"images of split {result.split!r}")
+    else:
+        print(f"fitted {len(temperatures)} temperatures ({result.method}, {result.scope.replace('_', '-')}) on "
+              f"{result.num_images} images of "
+              f"split {result.split!r}: min {temperatures.min():.3f}, median {np.median(temperatures):.3f}, "
+              f"max {temperatures.max():.3f}")
     print(f"NLL {result.nll_before:.3f} -> {result.nll_after:.3f} nats; stored in {args.run_dir / 'checkpoints'}"
           f" and {args.run_dir / 'calibration.json'}")
     threshold = result.ere_threshold or {}

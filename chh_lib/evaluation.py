@@ -396,6 +396,8 @@ def calibrate_run(
         raise ConfigError(f"unknown calibration method {method!r}; choose nll or paper")
     result.split = split
     result.scope = scope
+    if cross_validation is not None:
+        result.details["cross_validated_nll"] = cross_validation
     if threshold_logits is None:
         threshold_logits = collect_logits(run.model, run.dataset(threshold_split), device,
                                           run.config.eval.batch_size)
@@ -542,6 +544,8 @@ def format_results_table(metrics: dict[str, Any]) -> str:
     lines.append(f"  annotator distance       {metrics['mean_annotator_distance_mm']:5.2f} mm")
     if "ece_percent_after" in metrics:
         state = "calibrated" if metrics["calibrated"] else "not calibrated: run chh calibrate"
+        if metrics["calibrated"] and all(value == 1.0 for value in metrics["temperatures"]):
+            state = "calibrated: T = 1 kept"
         lines.append(f"  ECE before -> after      {_with_interval(metrics, 'ece_percent_before')} -> "
                      f"{_with_interval(metrics, 'ece_percent_after')} % ({state}); change "
                      f"{_signed(metrics['ece_percent_after'] - metrics['ece_percent_before'])} "

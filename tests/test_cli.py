@@ -144,7 +144,8 @@ def test_calibrate_then_evaluate(smoke_run, tmp_path, method, capsys):
     assert STEP3_KEYS <= set(before)
     args = ["calibrate", "--run-dir", str(run_copy), "--method", method, "--device", "cpu"]
     assert main(args + (["--epochs", "2"] if method == "paper" else [])) == 0
-    assert "fitted 19 temperatures" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fitted 19 temperatures" in printed or "kept T = 1 for all 19 landmarks" in printed
     calibration = json.loads((run_copy / "calibration.json").read_text())
     assert calibration["method"] == method and len(calibration["temperatures"]) == 19
     assert main(["evaluate", "--run-dir", str(run_copy), "--device", "cpu"]) == 0
