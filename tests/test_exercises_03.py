@@ -41,18 +41,49 @@ def test_03_1_not_attempted(capsys):
 def test_03_2_right_and_wrong_answers(capsys):
     # Two bins used: [0, 0.1) with confidences 0.05, 0.05 (one correct: accuracy 0.5, gap 0.45) and
     # [0.9, 1.0] with 0.95, 0.95 (both correct: gap 0.05). ECE = 100 (2/4 0.45 + 2/4 0.05) = 25; MCE = 45.
+    # Each bin holds half of the predictions: at the threshold of one half, verdict (a).
     confidence = np.array([0.05, 0.05, 0.95, 0.95])
     correct_prediction = np.array([True, False, True, True])
-    answer = {"ece_percent": 25.0, "mce_percent": 45.0, "share_in_first_bin": 0.5}
+    answer = {"verdict": "a", "ece_percent": 25.0, "mce_percent": 45.0, "largest_bin_share": 0.5}
     assert check.exercise_03_2(answer, confidence, correct_prediction) is True
-    assert "ECE 25.00 %" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ECE 25.00 %" in out and "(a) holds" in out and "50.0 % of the predictions" in out
+    assert check.exercise_03_2({**answer, "verdict": " (A) "}, confidence, correct_prediction) is True
     with pytest.raises(ExerciseError, match="ece_percent should be 25"):
         check.exercise_03_2({**answer, "ece_percent": 0.25}, confidence, correct_prediction)  # not in percent
     with pytest.raises(ExerciseError, match="mce_percent should be 45"):
         check.exercise_03_2({**answer, "mce_percent": 5.0}, confidence, correct_prediction)
-    with pytest.raises(ExerciseError, match="share_in_first_bin"):
-        check.exercise_03_2({**answer, "share_in_first_bin": 2}, confidence, correct_prediction)
+    with pytest.raises(ExerciseError, match="largest_bin_share"):
+        check.exercise_03_2({**answer, "largest_bin_share": 2}, confidence, correct_prediction)
+    with pytest.raises(ExerciseError, match="lacks the keys"):
+        check.exercise_03_2({"ece_percent": 25.0, "mce_percent": 45.0, "largest_bin_share": 0.5}, confidence,
+                            correct_prediction)
     assert check.exercise_03_2(..., confidence, correct_prediction) is False
+
+
+def test_03_2_verdict_follows_the_largest_share():
+    # Three bins used, 0.25 (x2), 0.55, 0.85: the fullest holds 2 of 4 = half -> (a); add a fifth in its own
+    # bin (0.45) and the fullest holds 2 of 5 = 0.4 < 0.5 -> (b).
+    half = np.array([0.25, 0.25, 0.55, 0.85])
+    hits = np.array([True, False, True, False])
+    with pytest.raises(ExerciseError, match=r"your prediction \(b\) does not hold: the answer is \(a\)"):
+        check.exercise_03_2({"verdict": "b", "ece_percent": 0, "mce_percent": 0, "largest_bin_share": 0.5},
+                            half, hits)
+    spread = np.append(half, 0.45)
+    spread_hits = np.append(hits, True)
+    with pytest.raises(ExerciseError, match=r"the answer is \(b\).*40.0 % of the predictions"):
+        check.exercise_03_2({"verdict": "a", "ece_percent": 0, "mce_percent": 0, "largest_bin_share": 0.4},
+                            spread, spread_hits)
+    # (c) is never right: the share counts predictions, correctness does not enter
+    with pytest.raises(ExerciseError, match=r"\(c\) is never the answer"):
+        check.exercise_03_2({"verdict": "c", "ece_percent": 0, "mce_percent": 0, "largest_bin_share": 0.4},
+                            spread, spread_hits)
+    with pytest.raises(ExerciseError, match="one of the letters"):
+        check.exercise_03_2({"verdict": "d", "ece_percent": 0, "mce_percent": 0, "largest_bin_share": 0.4},
+                            spread, spread_hits)
+    with pytest.raises(ExerciseError, match="one of the letters"):
+        check.exercise_03_2({"verdict": 1, "ece_percent": 0, "mce_percent": 0, "largest_bin_share": 0.4},
+                            spread, spread_hits)
 
 
 def test_03_3_right_and_wrong_answers(capsys):

@@ -83,12 +83,37 @@ def exercise_03_1(answer: Any, toy_logits: np.ndarray, temperature: float = 2.0,
                          f"T = {expected_temperature:.4f}")
 
 
-def exercise_03_2(answer: Any, confidence: np.ndarray, correct_prediction: np.ndarray) -> bool:
-    r"""Exercise 03.2: ECE and MCE with ten equal-width bins over [0, 1], and the share in the first bin.
+#: The share of the predictions in one bin from which the equal-width ECE counts as one global gap (exercise 03.2).
+ONE_BIN_SHARE = 0.5
 
-    Expected answer: ``{"ece_percent": float, "mce_percent": float, "share_in_first_bin": float}``,
-    computed as :func:`chh_lib.metrics.reliability_bins` with the edges
-    :data:`TEN_EQUAL_BINS`, and the fraction of confidences below 0.1.
+#: What each choice of exercise 03.2 says, for the explanation the check prints.
+VERDICTS_03_2 = {
+    "a": "one bin holds at least half of the predictions, so the ECE is about one gap between accuracy and "
+         "mean confidence",
+    "b": "no bin holds half of the predictions, so the bins resolve how calibration varies with the confidence",
+    "c": "the share of the fullest bin is the fraction of correct predictions",
+}
+
+
+def _choice(value: Any, choices: dict[str, str], name: str) -> str:
+    """A choice letter, case and surrounding spaces and brackets ignored; an :class:`ExerciseError` otherwise."""
+    letter = str(value).strip().strip("()").strip().lower() if isinstance(value, str) else None
+    if letter not in choices:
+        raise ExerciseError(f"Exercise {name}: verdict should be one of the letters {sorted(choices)}, got {value!r}.")
+    return letter
+
+
+def exercise_03_2(answer: Any, confidence: np.ndarray, correct_prediction: np.ndarray) -> bool:
+    r"""Exercise 03.2: predict, then check what ten equal-width bins over [0, 1] make of these confidences.
+
+    Expected answer: ``{"verdict": str, "ece_percent": float, "mce_percent": float,
+    "largest_bin_share": float}``: the ECE and MCE as
+    :func:`chh_lib.metrics.reliability_bins` with the edges :data:`TEN_EQUAL_BINS`,
+    the largest fraction of the predictions in any one of those bins, and the
+    letter of the statement that holds (:data:`VERDICTS_03_2`): ``"a"`` when that
+    fraction is at least :data:`ONE_BIN_SHARE`, ``"b"`` otherwise; ``"c"`` is
+    never right (a bin's share counts predictions by confidence; whether they are
+    correct does not enter).
 
     Parameters
     ----------
@@ -106,24 +131,43 @@ def exercise_03_2(answer: Any, confidence: np.ndarray, correct_prediction: np.nd
     Raises
     ------
     ExerciseError
-        When the answer is wrong.
+        When the answer is wrong; for a wrong verdict the message explains the right one.
     """
     name = "03.2"
     if not is_attempted(answer):
         return not_attempted(name)
-    given = fields(answer, ("ece_percent", "mce_percent", "share_in_first_bin"), name)
+    given = fields(answer, ("verdict", "ece_percent", "mce_percent", "largest_bin_share"), name)
+    verdict = _choice(given["verdict"], VERDICTS_03_2, name)
     confidence = np.asarray(confidence, dtype=np.float64)
     bins = reliability_bins(confidence, np.asarray(correct_prediction, dtype=bool), TEN_EQUAL_BINS)
-    share = float(np.mean(confidence < TEN_EQUAL_BINS[1]))
+    largest = float(bins.count.max() / bins.count.sum()) if bins.count.sum() else 0.0
+    fullest = int(np.argmax(bins.count))
+    low, high = TEN_EQUAL_BINS[fullest], TEN_EQUAL_BINS[fullest + 1]
+    expected = "a" if largest >= ONE_BIN_SHARE else "b"
+    accuracy = float(np.mean(correct_prediction)) if len(confidence) else float("nan")
+    explanation = (
+        f"the fullest bin, [{low:.1f}, {high:.1f}{']' if fullest == len(bins.count) - 1 else ')'}, holds "
+        f"{100 * largest:.1f} % of the predictions, "
+        + ("so most of the ECE is the gap of that one bin: the bins cannot say where the model is over- or "
+           "under-confident (equal-mass bins can)." if expected == "a" else
+           "so several bins hold a good part of the predictions and the ECE compares accuracy and confidence "
+           "at several levels.")
+        + f" A bin's share counts predictions by their confidence; whether they are correct does not enter "
+          f"(here {100 * accuracy:.1f} % are correct), so (c) is never the answer."
+    )
+    if verdict != expected:
+        raise ExerciseError(f"Exercise {name}: your prediction ({verdict}) does not hold: the answer is ({expected}), "
+                            f"{VERDICTS_03_2[expected]}. Why: {explanation}")
     expect_close(number(given["ece_percent"], "ece_percent", name), bins.ece_percent, "ece_percent",
                  "weight each non-empty bin's |accuracy - mean confidence| by its share of the predictions, sum, and "
                  "multiply by 100; bins are [a, b), the last one [0.9, 1.0] closed.", name)
     expect_close(number(given["mce_percent"], "mce_percent", name), bins.mce_percent, "mce_percent",
                  "the largest |accuracy - mean confidence| over the non-empty bins, times 100.", name)
-    expect_close(number(given["share_in_first_bin"], "share_in_first_bin", name), share, "share_in_first_bin",
-                 "the fraction of the confidences below 0.1 (a number between 0 and 1).", name)
-    return correct(name, f"ECE {bins.ece_percent:.2f} %, MCE {bins.mce_percent:.2f} %; {100 * share:.1f} % of the "
-                         "predictions share the first bin")
+    expect_close(number(given["largest_bin_share"], "largest_bin_share", name), largest, "largest_bin_share",
+                 "count the predictions in each bin and divide the largest count by the total (a number between "
+                 "0 and 1).", name)
+    return correct(name, f"({verdict}) holds: {explanation} ECE {bins.ece_percent:.2f} %, MCE "
+                         f"{bins.mce_percent:.2f} %.")
 
 
 def exercise_03_3(answer: Any, global_temperature: float,

@@ -6,7 +6,7 @@
 # The third notebook of the *chh-kit* series on **Contour-Hugging Heatmaps for Landmark Detection**
 # (McCouat & Voiculescu, CVPR 2022). The network of notebook 02 outputs a probability for every
 # pixel; here we ask whether those probabilities can be trusted, and fix them with a temperature: one
-# per landmark as in the paper, or one for all, whichever held-out data supports.
+# per landmark as in the paper, one for all, or none at all, whichever held-out data supports.
 #
 # **How long:** about 3 minutes on a 2-core CPU under the `cpu` profile (the shipped model; the
 # cross-validation and bootstrap of the temperatures take most of it), about 70 s under `smoke`
@@ -22,11 +22,15 @@
 #    understand why the paper's bins suit a 640 x 800 model but not a 160 x 200 one.
 # 4. Fit **per-landmark temperatures** on a held-out calibration split and measure the effect on the
 #    test split (ECE, adaptive ECE and NLL), with the arg-max, and so MRE and SDR, unchanged.
-# 5. Decide between one temperature per landmark and one for all **from held-out evidence**
-#    (cross-validation on the calibration split), as `chh calibrate` does by default.
+# 5. Decide between no temperature, one for all landmarks and one per landmark **from held-out
+#    evidence** (cross-validation on the calibration split), as `chh calibrate` does by default.
+# 6. Say **how sure** a calibration result is: bootstrap intervals by image for the ECE before and
+#    after and for its change, and how much the fitted $T$ and the test ECE vary when the calibration
+#    set is small.
 #
-# The notebook ends with a recap, three exercises with checked answers, and references. The model is the one in `RUN_DIR/model` (trained by notebook 02, or the shipped pretrained one for the
-# `cpu` profile); everything missing is made on the way.
+# The notebook ends with a recap, common pitfalls, three exercises with checked answers, and
+# references. The model is the one in `RUN_DIR/model` (trained by notebook 02, or the shipped
+# pretrained one for the `cpu` profile); everything missing is made on the way.
 
 # %% [markdown]
 # ## Imports
@@ -43,6 +47,9 @@ from matplotlib.figure import Figure
 
 from chh_lib import exercises as check
 from chh_lib.calibration import (
+    MIN_CALIBRATION_IMAGES,
+    TEMPERATURE_SCOPES,
+    choose_scope,
     collect_logits,
     cross_validated_nll,
     fit_temperatures_nll,
@@ -52,15 +59,17 @@ from chh_lib.calibration import (
 from chh_lib.devices import choose_device
 from chh_lib.engine import predict
 from chh_lib.evaluation import load_run
-from chh_lib.heatmaps import argmax_2d, mode_probability, scale_logits, softmax_2d
+from chh_lib.heatmaps import MISSING_INDEX, argmax_2d, mode_probability, scale_logits, softmax_2d
 from chh_lib.metrics import (
     adaptive_reliability_bins,
+    bootstrap_ci,
     chh_bin_edges,
     correct_within_pixel,
     radial_error_mm,
     reliability_bins,
 )
 from chh_lib.plots import reliability_diagram
+from chh_lib.summaries import write_summary
 from chh_lib.widgets import show_figure
 from chh_lib.workflow import (
     ensure_calibrated,
@@ -69,7 +78,6 @@ from chh_lib.workflow import (
     notebook_paths,
     notebook_profile,
     save_figure,
-    write_notebook_metrics,
 )
 
 # %% [markdown]
@@ -219,11 +227,13 @@ for grid_width, pixel in [(640, 0.1 * 1935 / 640), (160, 0.1 * 1935 / 160)]:
 # %% [markdown]
 # On the test split (never used to fit anything) we decode every landmark with `chh_lib.engine.predict`,
 # which returns the mode probability at $T = 1$ (`mode_prob_before`) and with the run's fitted
-# temperatures (`mode_prob`). Missing landmarks are left out.
+# temperatures (`mode_prob`). Missing landmarks are left out. The test logits are also kept, computed
+# once (`collect_logits`), for the measurements below that need whole heatmaps.
 
 # %%
 test_set = run.dataset("test")
 predictions = predict(model, test_set, torch_device, run.config.eval.batch_size, temperatures)
+test_logits = collect_logits(model, test_set, torch_device, run.config.eval.batch_size)  # (N, K, H, W) on the CPU
 errors_mm = radial_error_mm(predictions.pred_px, test_set.target_px, test_set.pixel_size_mm)  # (N, K)
 present = ~np.isnan(errors_mm)
 pixel_of_pair = np.broadcast_to(test_set.pixel_size_mm[:, None, :], errors_mm.shape + (2,))[present]
@@ -301,10 +311,37 @@ print(f"ECE with the fitted temperatures: readable {readable_ece_after:.4f} %, c
 #
 # The bins were chosen for the paper's 640 x 800 network, whose pixels are about 0.3 mm: a heatmap
 # spreads its mass over many pixels and the mode probability is rarely above 0.15. At a coarser grid the
-# same anatomical spread covers fewer pixels, so the mode probability grows (roughly with the pixel area:
-# 16 times from 640 x 800 to 160 x 200, whose phantom pixels are 1.2 mm). Then most predictions land in
-# the wide last bin (from 0.135 up) and the ECE degenerates into a single global gap. The histogram of
-# the confidences, with the CHH edges as dotted lines:
+# same anatomical spread covers fewer pixels, so the mode probability grows. While a heatmap spreads
+# over many pixels, the mass on one pixel grows in proportion to the pixel's area; once it covers only a
+# few, it grows less (it can never pass 1). The cell below prints the ratio of pixel areas between the
+# paper's grid and this one, and measures the growth on this model's own test heatmaps by merging
+# blocks of 2 x 2 pixels (4 times the area) and taking the mode probability again. The growth counts
+# as proportional when it is at least 3 of the 4 (a stated threshold).
+
+# %%
+paper_grid = (640, 800)
+area_ratio = paper_grid[0] * paper_grid[1] / (width * height)
+with torch.no_grad():
+    test_heatmaps = softmax_2d(test_logits.logits)  # (N, K, H, W), T = 1
+    merged = torch.nn.functional.avg_pool2d(test_heatmaps, 2) * 4  # (N, K, H/2, W/2): 2 x 2 blocks summed
+    mode_fine = test_heatmaps.flatten(2).amax(dim=2).numpy()[present]  # (pairs,)
+    mode_merged = merged.flatten(2).amax(dim=2).numpy()[present]
+del test_heatmaps, merged
+merge_growth = float(np.median(mode_merged / mode_fine))
+growth_is_proportional = merge_growth >= 3.0
+print(f"one pixel at {width} x {height} has {area_ratio:g} times the area of one at "
+      f"{paper_grid[0]} x {paper_grid[1]} (same field of view)")
+print(f"merging 2 x 2 pixels (4 times the area) multiplies the mode probability by {merge_growth:.2f} "
+      f"(median over the {present.sum()} test pairs; median mode probability {np.median(mode_fine):.3f} -> "
+      f"{np.median(mode_merged):.3f}): "
+      + ("roughly in proportion to the area: the heatmaps still spread over many pixels" if growth_is_proportional
+         else "less than in proportion to the area: the heatmaps already cover only a few pixels"))
+
+# %% [markdown]
+# When most predictions land in the wide last bin (from 0.135 up), the ECE degenerates into a single
+# global gap: the weighted $|\mathrm{acc}_b - \mathrm{conf}_b|$ of that one bin. The histogram of the
+# confidences, with the CHH edges as dotted lines, and below it the count of every CHH bin and how
+# much of the ECE the last one gives ("most" meaning at least half of the predictions):
 
 # %%
 share_above = float(np.mean(confidence_before >= 0.15))
@@ -323,11 +360,22 @@ axes.set_title(f"test split at {width} x {height}, T = 1: {100 * share_above:.1f
                f">= 0.15, {100 * share_last_bin:.1f} % in the last CHH bin", fontsize=10)
 axes.legend(fontsize=8)
 save_figure(figure, paths.output_dir / "confidence_histogram.png")
+last_bin_count, binned_count = int(bins_before.count[-1]), int(bins_before.count.sum())
+last_bin_gap = abs(bins_before.accuracy[-1] - bins_before.mean_confidence[-1]) if last_bin_count else 0.0
+last_bin_ece_share = (100 * last_bin_count / binned_count * last_bin_gap / bins_before.ece_percent
+                      if bins_before.ece_percent > 0 else float("nan"))
+print(f"CHH bins at T = 1, predictions per bin: {bins_before.count.tolist()}")
+print(f"the last bin holds {last_bin_count} of {binned_count} predictions ({100 * share_last_bin:.1f} %) and gives "
+      f"{100 * last_bin_ece_share:.0f} % of the ECE: "
+      + ("the CHH ECE here is close to one global gap, blind to how calibration varies with the confidence"
+         if share_last_bin >= 0.5 else "the CHH bins still separate this model's confidences"))
 
 # %% [markdown]
 # **Adaptive (equal-mass) bins** avoid the problem: sort the predictions by confidence and cut them into
 # ten groups of equal size (`chh_lib.metrics.adaptive_reliability_bins`), so every bin holds a tenth of
-# the data wherever the confidences lie. Their ECE is the *adaptive ECE*.
+# the data wherever the confidences lie. Their ECE is the *adaptive ECE*. Both are single numbers from
+# one test split; how far they would move on other test images is measured in "Is the change larger
+# than the noise?" below.
 
 # %%
 adaptive_before = adaptive_reliability_bins(confidence_before, correct)
@@ -444,21 +492,75 @@ display(pd.DataFrame({
           "adaptive ECE, test (%)"]).round(3))
 
 # %% [markdown]
-# ## One temperature per landmark, or one for all?
+# ## Is the change larger than the noise?
+#
+# The ECE, the adaptive ECE and the NLL above come from one test split of a limited number of images;
+# a different draw of test images would give other values. A **bootstrap by image** measures that:
+# draw as many test images as there are, with replacement (all landmarks of a drawn image together,
+# since they share the image), and recompute the statistic; the 2.5 and 97.5 percentiles of
+# `num_ece_resamples` draws give a 95 % interval (`chh_lib.metrics.bootstrap_ci`). For the **change**
+# after minus before, each draw measures both on the same images (a paired interval): it is much
+# narrower than the two separate intervals suggest, because the same hard images pull both. When the
+# paired interval contains 0, the change is within the noise of this test split.
+
+# %%
+num_ece_resamples = 200 if profile == "smoke" else 1000
+correct_by_pair = np.zeros(present.shape, dtype=bool)  # (N, K): correct within the pixel radius
+correct_by_pair[present] = correct
+nll_by_pair = {"before": predictions.nll_before, "after": predictions.nll}  # (N, K), NaN = missing
+
+
+def test_statistic(indices, which, measure):
+    """ECE (%), adaptive ECE (%) or mean NLL (nats) of the test images at ``indices`` (repeats allowed)."""
+    if measure == "nll":
+        return float(np.nanmean(nll_by_pair[which][indices]))
+    mode_prob = predictions.mode_prob_before if which == "before" else predictions.mode_prob
+    keep = present[indices]
+    binning = reliability_bins if measure == "ece" else adaptive_reliability_bins
+    return binning(mode_prob[indices][keep], correct_by_pair[indices][keep]).ece_percent
+
+
+interval_rows, intervals = [], {}
+for measure, label in [("ece", "ECE, CHH bins (%)"), ("adaptive_ece", "adaptive ECE (%)"), ("nll", "NLL (nats)")]:
+    everything = np.arange(len(test_set))
+    before_value, after_value = test_statistic(everything, "before", measure), test_statistic(everything, "after", measure)
+    # the same seed draws the same images for all three: the change is paired
+    before_ci = bootstrap_ci(lambda i: test_statistic(i, "before", measure), len(test_set), num_ece_resamples, seed)
+    after_ci = bootstrap_ci(lambda i: test_statistic(i, "after", measure), len(test_set), num_ece_resamples, seed)
+    change_ci = bootstrap_ci(lambda i: test_statistic(i, "after", measure) - test_statistic(i, "before", measure),
+                             len(test_set), num_ece_resamples, seed)
+    within_noise = bool(change_ci[0] <= 0.0 <= change_ci[1])
+    intervals[measure] = {"before": before_ci, "after": after_ci, "change": change_ci, "within_noise": within_noise}
+    interval_rows.append({
+        "": label,
+        "T = 1 [95 % CI]": f"{before_value:.3f} [{before_ci[0]:.3f}, {before_ci[1]:.3f}]",
+        "run's T [95 % CI]": f"{after_value:.3f} [{after_ci[0]:.3f}, {after_ci[1]:.3f}]",
+        "change [paired 95 % CI]": f"{after_value - before_value:+.3f} [{change_ci[0]:+.3f}, {change_ci[1]:+.3f}]",
+        "verdict": "within noise (CI holds 0)" if within_noise else ("lower" if change_ci[1] < 0 else "higher")
+                   + " beyond noise",
+    })
+display(pd.DataFrame(interval_rows).set_index(""))
+print(f"{num_ece_resamples} bootstrap draws of the {len(test_set)} test images, seed {seed}")
+
+# %% [markdown]
+# ## No temperature, one for all, or one per landmark?
 #
 # The paper fits one $T_k$ per landmark: 19 parameters from the calibration split. The argument for it:
 # landmarks differ in how sharp the network's heatmaps are, so one temperature cannot flatten an
 # over-confident landmark and sharpen an under-confident one at the same time. The argument against: a
 # small calibration split estimates 19 numbers less reliably than one, and a $T_k$ fitted to the noise of
-# 30 images can do worse on new images than a single global $T$. Which effect wins is a question for
-# the data, and it must be answered **without the test split**: 5-fold cross-validation over the
-# calibration images (`chh_lib.calibration.cross_validated_nll`) fits both on four fifths of the images
-# and measures the NLL of the unseen fifth. `chh calibrate` does exactly this by default
-# (`--scope auto`) and stores the winner; `--scope per-landmark` or `--scope global` forces one. The test
-# split then only confirms.
+# a few images can do worse on new images than a single global $T$; and when the network is already
+# close to calibrated, even one fitted $T$ can do worse than none ($T = 1$). Which wins is a question
+# for the data, and it must be answered **without the test split**: 5-fold cross-validation over the
+# calibration images (`chh_lib.calibration.cross_validated_nll`) fits each scope on four fifths of the
+# images and measures the NLL of the unseen fifth ($T = 1$ needs no fit). `chh calibrate` does exactly
+# this by default (`--scope auto`, `chh_lib.calibration.choose_scope`: the lowest cross-validated NLL,
+# a tie going to fewer parameters) and stores the winner; `--scope none`, `global` or `per-landmark`
+# forces one. The test split then only confirms.
 #
 # The variability of each $T_k$ comes from a bootstrap over calibration images (refit on each resample;
-# `num_temperature_resamples` of them).
+# `num_temperature_resamples` of them, few because each is a full per-landmark fit: the intervals are
+# rough).
 
 # %%
 num_temperature_resamples = 5 if profile == "smoke" else 20
@@ -474,32 +576,34 @@ nll_test_per_landmark = float(np.nanmean(per_landmark_predictions.nll))
 nll_test_global = float(np.nanmean(global_predictions.nll))
 rng = np.random.default_rng(seed)
 resampled = np.array([
-    fit_temperatures_nll(subset_logits(held_out, rng.integers(0, len(calibration_set), len(calibration_set))))
-    .temperatures for _ in range(num_temperature_resamples)
+    fit_temperatures_nll(subset_logits(held_out, rng.integers(0, len(calibration_set), len(calibration_set))),
+                         warn_clipped=False).temperatures  # the fit above already warned once
+    for _ in range(num_temperature_resamples)
 ])  # (resamples, K)
 temperature_ci = np.percentile(resampled, [2.5, 97.5], axis=0)  # (2, K)
-better_scope = "per_landmark" if scope_cv["per_landmark"] <= scope_cv["global"] else "global"
-test_scope = "per_landmark" if nll_test_per_landmark <= nll_test_global else "global"
+better_scope = choose_scope(scope_cv)
+test_nll_by_scope = {"none": nll_test_before, "global": nll_test_global, "per_landmark": nll_test_per_landmark}
+test_scope = min(TEMPERATURE_SCOPES, key=lambda scope: (test_nll_by_scope[scope], TEMPERATURE_SCOPES.index(scope)))
+runner_up = min((scope for scope in TEMPERATURE_SCOPES if scope != better_scope), key=scope_cv.get)
 global_inside_ci = int(np.sum((temperature_ci[0] <= global_temperature) & (global_temperature <= temperature_ci[1])))
 display(pd.DataFrame({
-    f"{num_folds}-fold CV NLL, calibration split (nats)": [scope_cv["per_landmark"], scope_cv["global"]],
-    "NLL, test split (nats)": [nll_test_per_landmark, nll_test_global],
-    "ECE, test, CHH bins (%)": [bins_per_landmark.ece_percent, bins_global.ece_percent],
-}, index=["per-landmark T_k", f"global T = {global_temperature:.3f}"]).round(3))
-print(f"cross-validation on the calibration split favours the {better_scope.replace('_', '-')} temperature "
-      f"by {abs(scope_cv['per_landmark'] - scope_cv['global']):.4f} nats per prediction; the test split "
-      f"{'agrees' if test_scope == better_scope else 'disagrees'} ({test_scope.replace('_', '-')} lower by "
-      f"{abs(nll_test_per_landmark - nll_test_global):.4f} nats)")
-print(f"the run's stored scope (chh calibrate --scope auto): {stored_scope}; the global T lies inside the "
+    f"{num_folds}-fold CV NLL, calibration split (nats)": [scope_cv[scope] for scope in TEMPERATURE_SCOPES],
+    "NLL, test split (nats)": [test_nll_by_scope[scope] for scope in TEMPERATURE_SCOPES],
+    "ECE, test, CHH bins (%)": [bins_before.ece_percent, bins_global.ece_percent, bins_per_landmark.ece_percent],
+}, index=["none: T = 1", f"global T = {global_temperature:.3f}", "per-landmark T_k"]).round(4))
+print(f"cross-validation on the calibration split favours scope {better_scope!r}, by "
+      f"{scope_cv[runner_up] - scope_cv[better_scope]:.4f} nats per prediction over {runner_up!r}; the test split "
+      f"{'agrees' if test_scope == better_scope else 'disagrees'} (lowest: {test_scope!r})")
+print(f"the run's stored scope (chh calibrate --scope auto): {stored_scope!r}; the global T lies inside the "
       f"bootstrap 95 % interval of {global_inside_ci} of the {K} landmarks' T_k")
 
 # %% [markdown]
 # Left: each $T_k$ with its bootstrap 95 % interval, and the global $T$. Where the intervals of most
 # landmarks contain the global value, the calibration split cannot tell the landmarks apart. Right: the
-# test NLL of a single temperature as it varies, with the global fit and the per-landmark fit marked.
+# test NLL of a single temperature as it varies, with $T = 1$, the global fit and the per-landmark fit
+# marked.
 
 # %%
-test_logits = collect_logits(model, test_set, torch_device, run.config.eval.batch_size)
 temperature_grid = np.geomspace(0.5, 4.0, 29)
 grid_nll = [float(pooled_nll(test_logits.logits, test_logits.target_index, torch.tensor([t])))
             for t in temperature_grid]
@@ -513,6 +617,7 @@ left.set_xlabel("landmark")
 left.set_ylabel("temperature")
 left.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
 right.plot(temperature_grid, grid_nll, color="0.3", label="one temperature for all")
+right.axvline(1.0, color="0.6", linestyle=":", label="T = 1 (none)")
 right.axvline(global_temperature, color="tab:orange", linestyle="--", label="global fit (calibration split)")
 right.axhline(nll_test_per_landmark, color="tab:blue", linestyle=":", label="per-landmark fit")
 right.set_xscale("log")
@@ -522,7 +627,183 @@ right.set_xlabel("temperature T")
 right.set_ylabel("test NLL (nats)")
 right.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1)
 save_figure(figure, paths.output_dir / "temperature_scope.png")
+
+# %% [markdown]
+# ## Small calibration sets
+#
+# How many calibration images are enough? Fit the temperature on many small calibration sets and
+# watch how much it, and the test ECE it gives, vary. We draw sets of `small_size` and of `large_size`
+# images, with replacement, from a **pool of held-out images**: the calibration split and, when the
+# data set has one, the `test2` split (images that training never saw; this notebook neither reports
+# `test2` nor stores anything fitted on it). The test split, whose ECE we report, is never in the pool.
+# When the pool holds fewer distinct images than `large_size`, the large draws repeat images: they
+# then show only how the estimator's spread shrinks with the sample size, not what new images would
+# add, and the cell says so.
+#
+# The temperature here is the global one (a single $T$: the scope with the fewest parameters that still
+# fits something; a per-landmark $T_k$ sees only its own landmark's pairs, $K$ times fewer, and varies
+# more). Refitting by L-BFGS on every draw would take a full pass over the logits per step, so we
+# compute, once, each pool image's summed NLL on a fine grid of temperatures (log-spaced, `num_grid`
+# values around the calibration fit, moved when the whole pool's own fit falls on the grid's edge):
+# the NLL of a draw at every grid temperature is then a weighted sum, its minimum is refined by a
+# parabola through the three lowest grid points, and the test mode probability and NLL of every pair at
+# any $T$ are interpolated (quadratically in $\log T$) from their values on the same grid. The cell
+# checks both shortcuts against `fit_temperatures_nll` and the exact softmax: the fit on one draw, the
+# test ECE at that draw's $T$ and at $T = 1$.
+
+# %%
+small_size, large_size = 25, 100
+num_set_draws = 100 if profile == "smoke" else 500
+num_grid = 33  # log-spaced temperatures over a factor of 4 each side of the grid's centre
+
+
+def grid_statistics(logits_of_split, grid):
+    """Per pair on the grid (G,) of temperatures: the NLL and -log mode probability (N, K, G); presence (N, K)."""
+    flat = logits_of_split.logits.flatten(2)  # (N, K, H*W)
+    present_pairs = logits_of_split.target_index != MISSING_INDEX
+    target = flat.gather(2, logits_of_split.target_index.clamp(min=0)[..., None])[..., 0].double().numpy()  # (N, K)
+    peak = flat.amax(dim=2).double().numpy()  # (N, K)
+    with torch.no_grad():
+        lse = torch.stack([torch.logsumexp(flat / t, dim=2) for t in grid.tolist()], dim=-1).double().numpy()
+    return lse - target[..., None] / grid, lse - peak[..., None] / grid, present_pairs.numpy()
+
+
+extra_records = run.data.splits.get("test2", [])
+pool_parts = [held_out] + ([collect_logits(model, run.dataset("test2"), torch_device, run.config.eval.batch_size)]
+                           if extra_records else [])
+pool_size = sum(part.logits.shape[0] for part in pool_parts)
+pool_splits = "calibration" + (" + test2" if extra_records else "")
+grid_centre = global_temperature
+for _ in range(3):  # move the grid when the whole pool's own fit falls on its edge
+    temperature_grid_fit = grid_centre * np.geomspace(1 / 4, 4, num_grid)  # (G,)
+    pool_nll_sum, pool_count = [], []  # per pool image: summed NLL on the grid (G,), present landmarks
+    for part in pool_parts:
+        nll_grid, _, present_pairs = grid_statistics(part, temperature_grid_fit)
+        pool_nll_sum.append(np.where(present_pairs[..., None], nll_grid, 0.0).sum(axis=1))
+        pool_count.append(present_pairs.sum(axis=1))
+    pool_nll_sum, pool_count = np.concatenate(pool_nll_sum), np.concatenate(pool_count)  # (pool, G), (pool,)
+    pool_best = int(np.argmin(pool_nll_sum.sum(axis=0)))
+    if 0 < pool_best < num_grid - 1:
+        break
+    grid_centre = float(temperature_grid_fit[pool_best])
+del pool_parts
+log_grid = np.log(temperature_grid_fit)
+log_step = log_grid[1] - log_grid[0]
+test_nll_grid, test_neg_log_mode, test_present = grid_statistics(test_logits, temperature_grid_fit)
+
+
+def on_grid(values, temperature):
+    """Quadratic interpolation in log T of ``values`` (..., G) at one temperature."""
+    position = (np.log(temperature) - log_grid[0]) / log_step
+    g = int(np.clip(np.rint(position), 1, num_grid - 2))
+    s = position - g
+    below, middle, above = values[..., g - 1], values[..., g], values[..., g + 1]
+    return middle + s * (above - below) / 2 + s * s * (above - 2 * middle + below) / 2
+
+
+def fit_on_grid(image_indices):
+    """The global temperature of the pool images at ``image_indices`` (repeats count), and whether it hit the grid's edge."""
+    weights = np.bincount(image_indices, minlength=pool_size).astype(np.float64)
+    objective = weights @ pool_nll_sum / (weights @ pool_count)  # (G,) mean NLL of the draw
+    best = int(np.argmin(objective))
+    g = int(np.clip(best, 1, num_grid - 2))
+    below, middle, above = objective[g - 1:g + 2]
+    offset = 0.5 * (below - above) / (below - 2 * middle + above)
+    return float(np.exp(log_grid[g] + np.clip(offset, -1, 1) * log_step)), best in (0, num_grid - 1)
+
+
+def test_at(temperature):
+    """Test ECE (%), adaptive ECE (%) and mean NLL (nats) with one temperature for all landmarks."""
+    confidence = np.exp(-on_grid(test_neg_log_mode, temperature))[present]
+    nll = float(on_grid(test_nll_grid, temperature)[test_present].mean())
+    return (reliability_bins(confidence, correct).ece_percent,
+            adaptive_reliability_bins(confidence, correct).ece_percent, nll)
+
+
+set_rng = np.random.default_rng(seed)
+check_draw = set_rng.integers(0, len(calibration_set), small_size)  # calibration images come first in the pool
+check_temperature, _ = fit_on_grid(check_draw)
+library_temperature = float(fit_temperatures_nll(subset_logits(held_out, check_draw), per_landmark=False,
+                                                 warn_clipped=False).temperatures[0])
+exact_confidence = mode_probability(scale_logits(test_logits.logits, torch.tensor([check_temperature]))).numpy()[present]
+exact_ece = reliability_bins(exact_confidence, correct).ece_percent
+one_inside_grid = bool(log_grid[0] <= 0.0 <= log_grid[-1])
+ece_at_one, adaptive_at_one, nll_at_one = test_at(1.0) if one_inside_grid else (
+    bins_before.ece_percent, adaptive_before.ece_percent, nll_test_before)
+grid_matches_library = (math.isclose(check_temperature, library_temperature, rel_tol=5e-3)
+                        and math.isclose(test_at(check_temperature)[0], exact_ece, abs_tol=0.05)
+                        and math.isclose(ece_at_one, bins_before.ece_percent, abs_tol=0.05))
+assert grid_matches_library, (check_temperature, library_temperature, test_at(check_temperature)[0], exact_ece)
+print(f"check on one draw of {small_size} calibration images: T = {check_temperature:.4f} on the grid, "
+      f"{library_temperature:.4f} by fit_temperatures_nll; test ECE {test_at(check_temperature)[0]:.4f} % "
+      f"interpolated, {exact_ece:.4f} % exact; at T = 1 {ece_at_one:.4f} % interpolated, "
+      f"{bins_before.ece_percent:.4f} % exact" + ("" if one_inside_grid else " (T = 1 is outside the grid: exact)"))
+set_draws = {}
+for size in (small_size, large_size):
+    fits = [fit_on_grid(set_rng.integers(0, pool_size, size)) for _ in range(num_set_draws)]
+    draws = np.array([[t, *test_at(t)] for t, _ in fits])  # (draws, 4): T, ECE, adaptive ECE, NLL
+    set_draws[size] = {"temperature": draws[:, 0], "ece": draws[:, 1], "adaptive_ece": draws[:, 2],
+                       "nll": draws[:, 3], "at_grid_edge": int(sum(edge for _, edge in fits))}
+new_information = pool_size >= large_size
+percentiles = [2.5, 25, 50, 75, 97.5]
+spread_table = pd.DataFrame({
+    (f"{size} images", name): np.percentile(set_draws[size][key], percentiles)
+    for size in (small_size, large_size)
+    for key, name in [("temperature", "T"), ("ece", "ECE (%)"), ("adaptive_ece", "adaptive ECE (%)")]
+}, index=pd.Index([f"{q:g} %" for q in percentiles], name="percentile"))
+display(spread_table.round(3))
+share_worse = {size: float(np.mean(set_draws[size]["nll"] > nll_at_one)) for size in (small_size, large_size)}
+width_of = {size: float(np.subtract(*np.percentile(set_draws[size]["temperature"], [97.5, 2.5])))
+            for size in (small_size, large_size)}
+print(f"pool: {pool_size} held-out images ({pool_splits}); {num_set_draws} draws of each size; test split at T = 1: "
+      f"ECE {ece_at_one:.3f} %, adaptive ECE {adaptive_at_one:.3f} %, NLL {nll_at_one:.4f} nats")
+if not new_information:
+    print(f"the pool holds fewer than {large_size} distinct images: the {large_size}-image draws repeat images, so "
+          "they show only how the estimator's spread shrinks with the sample size, not new information")
+print(f"95 % of the fitted T lie within a width of {width_of[small_size]:.3f} from {small_size} images and "
+      f"{width_of[large_size]:.3f} from {large_size} (ratio {width_of[small_size] / width_of[large_size]:.2f}; "
+      f"1 / sqrt(n) predicts {math.sqrt(large_size / small_size):.2f}); at chh calibrate's minimum of "
+      f"{MIN_CALIBRATION_IMAGES} images that rule gives about "
+      f"{width_of[large_size] * math.sqrt(large_size / MIN_CALIBRATION_IMAGES):.3f}")
+print(f"the fitted T gave a worse test NLL than T = 1 in {100 * share_worse[small_size]:.1f} % of the "
+      f"{small_size}-image draws and {100 * share_worse[large_size]:.1f} % of the {large_size}-image draws; "
+      f"draws whose T hit the grid's edge: {set_draws[small_size]['at_grid_edge']} and "
+      f"{set_draws[large_size]['at_grid_edge']}")
+
+# %% [markdown]
+# The same draws as histograms: the fitted global $T$ (left) and the test adaptive ECE it gives
+# (right), with $T = 1$ and its test adaptive ECE marked.
+
+# %%
+figure = Figure(figsize=(11, 3.4), layout="constrained")
+left, right = figure.subplots(1, 2)
+for size, colour in [(small_size, "tab:red"), (large_size, "tab:blue")]:
+    left.hist(set_draws[size]["temperature"], bins=30, alpha=0.55, color=colour, label=f"{size} images")
+    right.hist(set_draws[size]["adaptive_ece"], bins=30, alpha=0.55, color=colour, label=f"{size} images")
+left.axvline(1.0, color="0.3", linestyle=":", label="T = 1")
+right.axvline(adaptive_at_one, color="0.3", linestyle=":", label="T = 1")
+left.set_xlabel("fitted global temperature T")
+right.set_xlabel("test adaptive ECE (%)")
+for axes in (left, right):
+    axes.set_ylabel("draws")
+    axes.legend(fontsize=8)
+figure.suptitle(f"{num_set_draws} calibration sets drawn from {pool_size} held-out images ({pool_splits})",
+                fontsize=10)
+save_figure(figure, paths.output_dir / "small_calibration_sets.png")
 del test_logits
+
+# %% [markdown]
+# **What to do with your own data**, from these numbers:
+#
+# 1. Calibrate on at least the number of images that `chh calibrate` asks for (printed above; it warns
+#    below it), and on more when the spread of $T$ from sets of that size is wider than the change in
+#    $T$ you hope to see.
+# 2. Check the cross-validated NLL (`chh calibrate --scope auto` does; it prints the three values):
+#    it is measured on calibration images each fit did not see.
+# 3. Keep $T = 1$ when calibration does not help: `--scope auto` keeps it when no fitted temperature
+#    beats it on the held-out folds, and a test change inside its paired interval is not a result.
+# 4. Report intervals: the ECE and NLL before and after with bootstrap intervals by image, and the
+#    paired interval of the change, as in "Is the change larger than the noise?".
 
 # %% [markdown]
 # ## Recap
@@ -537,8 +818,29 @@ del test_logits
 #   last bin, and equal-mass (adaptive) bins measure the calibration better.
 # - Temperatures are fitted on a held-out **calibration** split, by the NLL of the annotated pixel, with
 #   the network in eval mode; fitting on the reported test images (as the authors' code did) is a leak.
-# - Per landmark or global is decided by cross-validation on the calibration split, never by the test
-#   split; `chh calibrate --scope auto` (its default) does this and the test split only confirms.
+# - None ($T = 1$), global or per landmark is decided by cross-validation on the calibration split, never
+#   by the test split; `chh calibrate --scope auto` (its default) does this and the test split only
+#   confirms.
+# - Every number from a test split is an estimate: a bootstrap by image gives its interval, and a paired
+#   bootstrap the interval of a change; a change whose paired interval holds 0 is within the noise.
+# - The spread of a fitted temperature shrinks roughly as $1/\sqrt{n}$ with $n$ calibration images; a
+#   small calibration set gives temperatures, and test ECEs, that vary widely from one set to the next.
+
+# %% [markdown]
+# > **Common pitfalls**
+# >
+# > - *Fitting the temperatures on the test images you report.* The calibration then looks better than
+# >   it will be on new images (the authors' code did this); fit on a held-out calibration split.
+# > - *Fitting with the network in training mode.* BatchNorm then updates its running statistics on
+# >   every forward pass, and the network you calibrate is not the one you evaluate.
+# > - *Expecting calibration to change the MRE or SDR.* A temperature never moves the arg-max; only
+# >   the probabilities (mode probability, ECE, NLL, ERE) change.
+# > - *Reading the CHH-bin ECE of a coarse model.* When one bin holds most predictions, the ECE is one
+# >   global gap; look at the bin counts and at the adaptive ECE.
+# > - *Reporting an ECE drop without an interval.* On a test split of limited size a small change can
+# >   be noise; give the paired bootstrap interval and say whether it holds 0.
+# > - *Fitting one temperature per landmark to a small calibration set.* Compare the scopes by
+# >   cross-validated NLL first, and keep $T = 1$ when nothing fitted beats it.
 
 # %% [markdown]
 # ## Exercises
@@ -587,14 +889,23 @@ if solutions:
 exercise_results["03_1"] = check.exercise_03_1(answer_03_1, toy_logits_1d)
 
 # %% [markdown]
-# ### Exercise 03.2 · The ECE with equal-width bins over [0, 1]
+# ### Exercise 03.2 · Predict, then check: ten equal-width bins over [0, 1]
 #
 # Naeini et al. (2015) and Guo et al. (2017) use $B = 10$ equal-width bins over $[0, 1]$ rather than the
-# CHH bins. With `confidence_after` and `correct` (the test pairs, run's temperatures), compute the ECE
-# and the MCE in percent over the edges `np.linspace(0, 1, 11)` (bins $[a, b)$, the last one closed,
-# empty bins skipped), and the share of the predictions in the first bin $[0, 0.1)$. Answer with
-# `answer_03_2 = {"ece_percent": ..., "mce_percent": ..., "share_in_first_bin": ...}`. What does the
-# share tell you about these bins for this model?
+# CHH bins. **Predict first**, from the histogram of the confidences above and before computing
+# anything: which statement will hold for these bins and this model's confidences (`confidence_after`)?
+#
+# - **(a)** One bin holds at least half of the predictions: like the CHH bins here, these bins reduce
+#   the ECE to about one gap between accuracy and mean confidence.
+# - **(b)** No bin holds half of the predictions: these bins resolve how the calibration varies with
+#   the confidence.
+# - **(c)** The share of the fullest bin is the fraction of correct predictions.
+#
+# Then check your prediction: with `confidence_after` and `correct` (the test pairs, run's
+# temperatures), compute the ECE and the MCE in percent over the edges `np.linspace(0, 1, 11)` (bins
+# $[a, b)$, the last one closed, empty bins skipped) and the largest share of the predictions in any one
+# bin. Answer with `answer_03_2 = {"verdict": "a", "b" or "c", "ece_percent": ..., "mce_percent": ...,
+# "largest_bin_share": ...}`; the check says why the right letter is right.
 
 # %% tags=["exercise"]
 answer_03_2 = ...  # your code here
@@ -606,10 +917,12 @@ answer_03_2 = ...  # your code here
 if solutions:
     ten_bins, ten_bins_ece = readable_reliability(confidence_after, correct, np.linspace(0, 1, 11))
     filled = ten_bins[ten_bins["n_b"] > 0]
+    largest_share = float(ten_bins["n_b"].max() / ten_bins["n_b"].sum())
     answer_03_2 = {
+        "verdict": "a" if largest_share >= 0.5 else "b",
         "ece_percent": ten_bins_ece,
         "mce_percent": float(100 * np.max(np.abs(filled["acc_b"] - filled["conf_b"]))),
-        "share_in_first_bin": float(np.mean(confidence_after < 0.1)),
+        "largest_bin_share": largest_share,
     }
 
 # %% [markdown]
@@ -662,48 +975,11 @@ exercise_results["03_3"] = check.exercise_03_3(answer_03_3, global_temperature, 
 # ## Summary (for the test suite)
 #
 # The key numbers go to `RUN_DIR/03_temperature_calibration/metrics.json` (with the figures above), for the
-# test suite; they include how many exercises were attempted and passed.
+# test suite (`chh_lib.summaries.notebook_03` lists them); they include how many exercises were attempted
+# and passed.
 
 # %%
-summary = {
-    "profile": profile,
-    "image_size": [width, height],
-    "num_test_pairs": int(present.sum()),
-    "num_calibration_images": len(calibration_set),
-    "accuracy_percent": float(100 * correct.mean()),
-    "stored_scope": stored_scope,
-    "ece_percent_before": bins_before.ece_percent,
-    "ece_percent_after": bins_after.ece_percent,
-    "adaptive_ece_percent_before": adaptive_before.ece_percent,
-    "adaptive_ece_percent_after": adaptive_after.ece_percent,
-    "share_confidence_above_0_15": share_above,
-    "share_in_last_chh_bin": share_last_bin,
-    "nll_before": nll_test_before,
-    "nll_after": nll_test_after,
-    "nll_calibration_before": nll_calibration_before,
-    "nll_calibration_after": nll_calibration_after,
-    "temperature_min": float(np.min(per_landmark_temperatures)),
-    "temperature_median": float(np.median(per_landmark_temperatures)),
-    "temperature_max": float(np.max(per_landmark_temperatures)),
-    "temperatures": dict(zip(landmarks.abbreviations, per_landmark_temperatures)),
-    "stored_temperatures": dict(zip(landmarks.abbreviations, temperatures)),
-    "global_temperature": global_temperature,
-    "ece_percent_after_per_landmark": bins_per_landmark.ece_percent,
-    "ece_percent_after_global": bins_global.ece_percent,
-    "nll_after_per_landmark": nll_test_per_landmark,
-    "nll_after_global": nll_test_global,
-    "cv_nll_per_landmark": scope_cv["per_landmark"],
-    "cv_nll_global": scope_cv["global"],
-    "cv_better_scope": better_scope,
-    "readable_ece_matches_library": readable_matches,
-    "argmax_unchanged": argmax_unchanged,
-    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_03_1, answer_03_2, answer_03_3)),
-    "exercises_passed": sum(exercise_results.values()),
-}
-written = write_notebook_metrics(paths.output_dir, summary)
-print(f"wrote {paths.show(written)}: ECE {summary['ece_percent_before']:.2f} % -> {summary['ece_percent_after']:.2f} %, "
-      f"NLL {nll_test_before:.3f} -> {nll_test_after:.3f} nats ({stored_scope}); exercises passed "
-      f"{summary['exercises_passed']}/{summary['exercises_attempted']} attempted")
+written = write_summary("03", globals())
 
 # %% [markdown]
 # ## References
@@ -712,9 +988,11 @@ print(f"wrote {paths.show(written)}: ECE {summary['ece_percent_before']:.2f} % -
 # - C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger. *On Calibration of Modern Neural Networks.* ICML 2017
 #   (temperature scaling; ECE with ten equal-width bins).
 # - M. P. Naeini, G. F. Cooper and M. Hauskrecht. *Obtaining Well Calibrated Probabilities Using Bayesian
-#   Binning.* AAAI 2015 (the expected and maximum calibration errors).
+#   Binning.* AAAI 2015 (the expected and maximum calibration errors, with equal-width bins).
 # - J. Nixon, M. W. Dusenberry, L. Zhang, G. Jerfel and D. Tran. *Measuring Calibration in Deep Learning.*
 #   CVPR Workshops 2019 (adaptive, equal-mass bins).
+# - B. Efron and R. J. Tibshirani. *An Introduction to the Bootstrap.* Chapman & Hall, 1993 (percentile
+#   intervals; resampling whole images, since the landmarks of one image are not independent).
 # - O. Ronneberger, P. Fischer and T. Brox. *U-Net: Convolutional Networks for Biomedical Image
 #   Segmentation.* MICCAI 2015.
 # - C.-W. Wang et al. *A benchmark for comparison of dental radiography analysis algorithms.* Medical Image
