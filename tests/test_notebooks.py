@@ -314,7 +314,9 @@ def test_smoke_03_temperature_calibration(smoke_series):
     # The run's temperatures come from chh calibrate's default scope, the one cross-validation favours.
     assert metrics["stored_scope"] == metrics["cv_better_scope"]
     stored = list(metrics["stored_temperatures"].values())
-    if metrics["stored_scope"] == "global":
+    if metrics["stored_scope"] == "none":
+        assert stored == [1.0] * 19
+    elif metrics["stored_scope"] == "global":
         assert stored == pytest.approx([metrics["global_temperature"]] * 19, rel=1e-5)
     else:
         assert stored == pytest.approx(list(metrics["temperatures"].values()), rel=1e-5)
