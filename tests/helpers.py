@@ -185,3 +185,14 @@ def make_labelme_export(
         "annotators": {"senior": "cephalograms"},
     })
     return truth
+
+
+def train_smoke_run(root: Path) -> tuple[Path, Path]:
+    """``chh phantom`` (24 images, 160 x 200, seed 3) then ``chh train --profile smoke`` in ``root``."""
+    from chh_lib.cli import main
+
+    data_dir, run_dir = root / "phantom", root / "run"
+    assert main(["phantom", str(data_dir), "--num-images", "24", "--image-size", "160", "200", "--seed", "3"]) == 0
+    assert main(["train", "--data", str(data_dir), "--run-dir", str(run_dir), "--profile", "smoke",
+                 "--device", "cpu", "--no-progress"]) == 0
+    return data_dir, run_dir

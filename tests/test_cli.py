@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import make_tiny_descriptor, make_tiny_isbi
+from helpers import make_tiny_descriptor, make_tiny_isbi, train_smoke_run
 
 from chh_lib.cli import main
 
@@ -14,11 +14,7 @@ from chh_lib.cli import main
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """Phantom -> train (smoke) -> evaluate, once for the module."""
-    root = tmp_path_factory.mktemp("smoke")
-    data_dir, run_dir = root / "phantom", root / "run"
-    assert main(["phantom", str(data_dir), "--num-images", "24", "--image-size", "160", "200", "--seed", "3"]) == 0
-    assert main(["train", "--data", str(data_dir), "--run-dir", str(run_dir), "--profile", "smoke",
-                 "--device", "cpu", "--no-progress"]) == 0
+    data_dir, run_dir = train_smoke_run(tmp_path_factory.mktemp("smoke"))
     assert main(["evaluate", "--run-dir", str(run_dir), "--split", "test", "--device", "cpu"]) == 0
     return data_dir, run_dir
 

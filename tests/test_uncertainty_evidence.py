@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import train_smoke_run
 
 from chh_lib.calibration import (
     MIN_CALIBRATION_IMAGES,
@@ -109,12 +110,7 @@ def test_summary_intervals_are_the_bootstrap_of_the_statistics():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """Phantom -> train (smoke), once for the module."""
-    root = tmp_path_factory.mktemp("evidence")
-    data_dir, run_dir = root / "phantom", root / "run"
-    assert main(["phantom", str(data_dir), "--num-images", "24", "--image-size", "160", "200", "--seed", "3"]) == 0
-    assert main(["train", "--data", str(data_dir), "--run-dir", str(run_dir), "--profile", "smoke",
-                 "--device", "cpu", "--no-progress"]) == 0
-    return data_dir, run_dir
+    return train_smoke_run(tmp_path_factory.mktemp("evidence"))
 
 
 def _copy(run_dir, tmp_path):
