@@ -139,20 +139,56 @@ def ellipse_differences() -> np.ndarray:
     return d[:, None]  # (N, 1, 2)
 
 
+def _tangents(*angles_deg: float) -> np.ndarray:
+    """One unit tangent per image of ``ellipse_differences`` (the missing one included), shape (N, 1, 2)."""
+    angles = np.radians(np.array(angles_deg))
+    return np.stack([np.cos(angles), np.sin(angles)], axis=-1)[:, None]
+
+
+#: Tangents along the long axis (30 degrees) for every image: the ratio along them is the pooled one.
+FIXED_AXIS = (30.0, 30.0, 30.0, 30.0, 30.0)
+#: The two images that differ across the long axis have tangents turned by 60 degrees: their across
+#: projections halve (0.25 mm), so the ratio along the tangents, about 8.2, exceeds the pooled 4.
+TURNING = (30.0, 30.0, 90.0, 90.0, 30.0)
+#: Tangents across the long axis: the ratio along them is 1/4, below the pooled 4.
+CROSSWISE = (120.0, 120.0, 120.0, 120.0, 120.0)
+
+
 def test_01_4_right_answer(ellipse_differences, capsys):
-    assert check.exercise_01_4({"pooled_ratio": 4.0, "major_axis_angle_deg": 30.0}, ellipse_differences, 0) is True
-    assert "30.0 degrees" in capsys.readouterr().out
-    # an axis has no sign: 210 and -150 degrees are the same axis
-    assert check.exercise_01_4({"pooled_ratio": 4.0, "major_axis_angle_deg": -150.0}, ellipse_differences, 0)
+    answer = {"verdict": "c", "pooled_ratio": 4.0, "major_axis_angle_deg": 30.0}
+    assert check.exercise_01_4(answer, ellipse_differences, _tangents(*FIXED_AXIS), 0) is True
+    out = capsys.readouterr().out
+    assert "(c) holds: pooled ratio 4.00 against 4.00" in out and "30.0 degrees" in out and "principal axis" in out
+    # an axis has no sign: 210 and -150 degrees are the same axis; the letter may come as "(A)"
+    assert check.exercise_01_4({**answer, "verdict": " (A) ", "major_axis_angle_deg": -150.0},
+                               ellipse_differences, _tangents(*TURNING), 0)
+    assert "against 8.19 along the tangents" in capsys.readouterr().out
+    assert check.exercise_01_4({**answer, "verdict": "b"}, ellipse_differences, _tangents(*CROSSWISE), 0)
+    assert "most elongated" in capsys.readouterr().out
 
 
 def test_01_4_not_attempted(ellipse_differences, capsys):
-    assert check.exercise_01_4(..., ellipse_differences, 0) is False
+    assert check.exercise_01_4(..., ellipse_differences, _tangents(*FIXED_AXIS), 0) is False
     assert "not attempted" in capsys.readouterr().out
 
 
 def test_01_4_wrong_answers(ellipse_differences):
+    turning = _tangents(*TURNING)
+    with pytest.raises(ExerciseError, match=r"prediction \(b\) does not hold: the answer is \(a\).*pooled 4\.00, "
+                                            r"along the tangents 8\.19.*cannot follow a contour that turns"):
+        check.exercise_01_4({"verdict": "b", "pooled_ratio": 4.0, "major_axis_angle_deg": 30.0},
+                            ellipse_differences, turning, 0)
+    with pytest.raises(ExerciseError, match=r"the answer is \(c\), the two ratios are equal"):
+        check.exercise_01_4({"verdict": "a", "pooled_ratio": 4.0, "major_axis_angle_deg": 30.0},
+                            ellipse_differences, _tangents(*FIXED_AXIS), 0)
+    with pytest.raises(ExerciseError, match=r"verdict should be one of the letters \['a', 'b', 'c'\], got 'lower'"):
+        check.exercise_01_4({"verdict": "lower", "pooled_ratio": 4.0, "major_axis_angle_deg": 30.0},
+                            ellipse_differences, turning, 0)
+    with pytest.raises(ExerciseError, match=r"lacks the keys \['verdict'\]"):
+        check.exercise_01_4({"pooled_ratio": 4.0, "major_axis_angle_deg": 30.0}, ellipse_differences, turning, 0)
     with pytest.raises(ExerciseError, match=r"pooled_ratio should be 4, got 16.*square root"):
-        check.exercise_01_4({"pooled_ratio": 16.0, "major_axis_angle_deg": 30.0}, ellipse_differences, 0)
+        check.exercise_01_4({"verdict": "a", "pooled_ratio": 16.0, "major_axis_angle_deg": 30.0},
+                            ellipse_differences, turning, 0)
     with pytest.raises(ExerciseError, match=r"should be 30\.00 degrees.*LARGER eigenvalue"):
-        check.exercise_01_4({"pooled_ratio": 4.0, "major_axis_angle_deg": 120.0}, ellipse_differences, 0)
+        check.exercise_01_4({"verdict": "a", "pooled_ratio": 4.0, "major_axis_angle_deg": 120.0},
+                            ellipse_differences, turning, 0)

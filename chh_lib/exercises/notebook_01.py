@@ -213,20 +213,45 @@ def exercise_01_3(answer: Any, source_size: Sequence[int], pixel_size_mm: Sequen
                          f"{expected_pixel[0]:.4g} x {expected_pixel[1]:.4g} mm pixels")
 
 
-def exercise_01_4(answer: Any, difference_mm: np.ndarray, landmark: int) -> bool:
-    r"""Exercise 01.4: the pooled 2-sigma ellipse of one landmark, without knowing the contour.
+#: The relative difference below which the pooled and the tangent ratio of exercise 01.4 count as equal.
+EQUAL_RATIO_RTOL = 1e-6
 
-    Expected answer: ``{"pooled_ratio": float, "major_axis_angle_deg": float}``:
+#: What each choice of exercise 01.4 says, for the explanation the check prints.
+VERDICTS_01_4 = {
+    "a": "the pooled ratio is lower than the ratio along the tangents",
+    "b": "the pooled ratio is higher than the ratio along the tangents",
+    "c": "the two ratios are equal",
+}
+
+
+def _choice(value: Any, choices: dict[str, str], name: str) -> str:
+    """A choice letter, case, spaces and brackets ignored; an :class:`ExerciseError` otherwise."""
+    letter = str(value).strip().strip("()").strip().lower() if isinstance(value, str) else None
+    if letter not in choices:
+        raise ExerciseError(f"Exercise {name}: verdict should be one of the letters {sorted(choices)}, got {value!r}.")
+    return letter
+
+
+def exercise_01_4(answer: Any, difference_mm: np.ndarray, tangent_mm: np.ndarray, landmark: int) -> bool:
+    r"""Exercise 01.4: predict, then check, what the pooled 2-sigma ellipse makes of one landmark.
+
+    Expected answer: ``{"verdict": str, "pooled_ratio": float, "major_axis_angle_deg": float}``:
     :math:`\sqrt{\lambda_1 / \lambda_2}` of the sample covariance (``np.cov``) of
-    the landmark's present differences, and the angle of the first eigenvector
+    the landmark's present differences, the angle of the first eigenvector
     :math:`\mathbf{u}_1` from the +x axis towards +y (image rows, pointing down),
-    in degrees in [0, 180) (an axis has no sign).
+    in degrees in [0, 180) (an axis has no sign), and the letter of the statement
+    (:data:`VERDICTS_01_4`) that holds when the pooled ratio is compared with the
+    ratio along the tangents ``tangent_mm`` (:func:`chh_lib.data.disagreement.along_across_sd`):
+    ``"a"`` lower, ``"b"`` higher, ``"c"`` equal within :data:`EQUAL_RATIO_RTOL`
+    (which happens when the tangents are the principal axis itself, as on real data).
 
     Parameters
     ----------
     answer : dict or Ellipsis
     difference_mm : ndarray, shape (N, K, 2)
         Inter-annotator differences in mm; NaN = missing.
+    tangent_mm : ndarray, shape (N, K, 2)
+        The tangents exercise 01.2 projects on (any length).
     landmark : int
         The channel ``k`` asked about.
 
@@ -238,17 +263,36 @@ def exercise_01_4(answer: Any, difference_mm: np.ndarray, landmark: int) -> bool
     Raises
     ------
     ExerciseError
-        When the answer is wrong.
+        When the answer is wrong; for a wrong verdict the message explains the right one.
     """
     name = "01.4"
     if not is_attempted(answer):
         return not_attempted(name)
-    given = fields(answer, ("pooled_ratio", "major_axis_angle_deg"), name)
+    given = fields(answer, ("verdict", "pooled_ratio", "major_axis_angle_deg"), name)
+    verdict = _choice(given["verdict"], VERDICTS_01_4, name)
     d = np.asarray(difference_mm, dtype=np.float64)[:, landmark]
+    t = np.asarray(tangent_mm, dtype=np.float64)[:, landmark]
+    along_tangents = float(along_across_sd(d[:, None], t[:, None]).ratio[0])
     d = d[np.isfinite(d).all(axis=1)]
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(d.T))  # ascending
     ratio = float(np.sqrt(eigenvalues[1] / eigenvalues[0]))
     angle = float(np.degrees(np.arctan2(eigenvectors[1, 1], eigenvectors[0, 1])) % 180.0)
+    if math.isclose(ratio, along_tangents, rel_tol=EQUAL_RATIO_RTOL):
+        expected = "c"
+        why = ("here the tangents are one fixed direction per landmark, the principal axis itself (real data has "
+               "no contours), so both ratios measure along the same axis. On the phantom, whose tangents turn from "
+               "image to image, they differ.")
+    else:
+        expected = "a" if ratio < along_tangents else "b"
+        why = ("one fixed axis cannot follow a contour that turns from image to image: part of the spread along "
+               "the contour falls on the fixed 'across' direction, which lowers the pooled ratio."
+               if expected == "a" else
+               "the principal axis is the fixed direction that makes this sample look most elongated, and here "
+               "that pull (strongest with few images) outweighs the turning of the contour, which lowers it.")
+    if verdict != expected:
+        raise ExerciseError(f"Exercise {name}: your prediction ({verdict}) does not hold: the answer is ({expected}), "
+                            f"{VERDICTS_01_4[expected]} (pooled {ratio:.2f}, along the tangents "
+                            f"{along_tangents:.2f}). Why: {why}")
     expect_close(number(given["pooled_ratio"], "pooled_ratio", name), ratio, "pooled_ratio",
                  "np.linalg.eigh(np.cov(d.T)) of the present rows d (N_k, 2); the square root of the larger "
                  "eigenvalue over the smaller.", name)
@@ -258,4 +302,5 @@ def exercise_01_4(answer: Any, difference_mm: np.ndarray, landmark: int) -> bool
         raise ExerciseError(f"Exercise {name}: major_axis_angle_deg should be {angle:.2f} degrees (modulo 180), "
                             f"got {got_angle:.2f}. Hint: np.degrees(np.arctan2(u1[1], u1[0])) % 180 for the "
                             "eigenvector u1 of the LARGER eigenvalue (eigh sorts them ascending: the last column).")
-    return correct(name, f"pooled ratio {ratio:.2f}, long axis at {angle:.1f} degrees")
+    return correct(name, f"({verdict}) holds: pooled ratio {ratio:.2f} against {along_tangents:.2f} along the "
+                         f"tangents, long axis at {angle:.1f} degrees. Why: {why}")

@@ -23,8 +23,8 @@
 #
 # The notebook runs on the kit's synthetic **phantom** by default (generated on first use); point
 # `data_dir` at the real ISBI 2015 data, or at your own labelme/CSV data, and it works the same way
-# (see "Run it on ISBI 2015 or your own data" near the end). It ends with a recap, four exercises with
-# checked answers, and references.
+# (see "Run it on ISBI 2015 or your own data" near the end). It ends with a recap, common pitfalls, four
+# exercises with checked answers (the last one a prediction to check), and references.
 
 # %% [markdown]
 # ## Imports
@@ -55,12 +55,12 @@ from chh_lib.engine import make_training_dataset
 from chh_lib.evaluation import default_cache_dir
 from chh_lib.landmarks import ISBI_2015, ISBI_2015_PIXEL_SIZE_MM
 from chh_lib.plots import augmentation_preview
+from chh_lib.summaries import write_summary
 from chh_lib.workflow import (
     ensure_phantom,
     notebook_paths,
     notebook_profile,
     save_figure,
-    write_notebook_metrics,
 )
 
 # %% [markdown]
@@ -505,12 +505,28 @@ save_figure(figure, paths.output_dir / "augmentation_preview.png")
 #   `chh_lib/data/phantom.py`): measuring it checks the generator, up to a sampling error of about
 #   $1/\sqrt{N-1}$.
 # - Without contours (real data) the tangent is estimated as the principal axis of the differences; that
-#   **pooled ratio** $\sqrt{\lambda_1/\lambda_2}$ understates the elongation of a landmark whose contour
-#   turns between images (anterior nasal spine on the phantom).
+#   **pooled ratio** $\sqrt{\lambda_1/\lambda_2}$ can understate the elongation of a landmark whose contour
+#   turns between images, and overstate it when there are few images.
 # - On ISBI 2015, "annotators disagree more along an edge than across it" is a claim to test with
 #   `chh data check` and the ellipse figures, not an assumption.
 # - Hard cases (low contrast, occluders, cropped anatomy) are listed in a phantom's `dataset.yaml`; the
 #   augmentation moves the landmarks through the same transformation as the image.
+
+# %% [markdown]
+# > **Common pitfalls**
+# >
+# > - *Mixing pixels and millimetres.* Annotations are in pixels of the image they index; a distance in
+# >   mm multiplies each axis by that image's pixel size (x and y may differ), before taking the norm.
+# > - *Reading the phantom's elongation as a finding.* The generator builds it in; on ISBI 2015 the
+# >   along/across ratio is a claim to test with `chh data check`, not a given.
+# > - *An RMS where an SD is meant.* A constant offset between two annotators (a bias) is not spread;
+# >   subtract the mean before measuring it.
+# > - *Trusting one fixed axis for a turning contour.* The pooled ratio of the principal axis understates
+# >   the elongation when the contour's direction varies between images (exercise 01.4).
+# > - *Forgetting the resize.* The network sees padded, resized images: its pixels are larger than the
+# >   original's, and a point moves by $(\mathbf{x} + 0.5) \odot \mathbf{s} - 0.5$ (exercise 01.3).
+# > - *Letting the test split leak.* Under the `clean` protocol the calibration images are held out of
+# >   training; `test` and `test2` are used for nothing but the final numbers.
 
 # %% [markdown]
 # ## Exercises
@@ -641,15 +657,23 @@ exercise_results["01_3"] = check.exercise_01_3(answer_01_3, isbi_size, ISBI_2015
                                                isbi_point_px)
 
 # %% [markdown]
-# ### Exercise 01.4 · The pooled ellipse, without knowing the contour
+# ### Exercise 01.4 · Predict, then check: the pooled ellipse, without knowing the contour
 #
-# On real data there is no tangent. For the same landmark `exercise_k`, compute from the present rows of
-# `difference_mm[:, exercise_k]` alone the sample covariance $\Sigma$ (`np.cov`), the pooled ratio
-# $\sqrt{\lambda_1/\lambda_2}$ of its eigenvalues, and the direction of its long axis $\mathbf{u}_1$ as an
-# angle in degrees from the $+x$ axis towards $+y$ (image rows, pointing down), in $[0, 180)$. Compare the
-# pooled ratio with your answer to 01.2: on the phantom it is lower for this landmark, whose contour
-# turns between images, because one fixed axis cannot follow it. Answer with
-# `answer_01_4 = {"pooled_ratio": ..., "major_axis_angle_deg": ...}`.
+# On real data there is no tangent, and the best one can do is the fixed principal axis $\mathbf{u}_1$ of
+# the differences. **Predict first**, before computing anything, from what this notebook printed about
+# landmark `exercise_k` (how much its tangent's direction varies between images) and from the number of
+# images: compared with your ratio along the tangents of exercise 01.2, the pooled ratio
+# $\sqrt{\lambda_1/\lambda_2}$ of the same differences will be
+#
+# - **(a)** lower,
+# - **(b)** higher,
+# - **(c)** equal.
+#
+# Then check it: from the present rows of `difference_mm[:, exercise_k]` alone, compute the sample
+# covariance $\Sigma$ (`np.cov`), the pooled ratio of its eigenvalues, and the direction of its long axis
+# $\mathbf{u}_1$ as an angle in degrees from the $+x$ axis towards $+y$ (image rows, pointing down), in
+# $[0, 180)$. Answer with `answer_01_4 = {"verdict": "a", "b" or "c", "pooled_ratio": ...,
+# "major_axis_angle_deg": ...}`; the check says why the right letter is right.
 
 # %% tags=["exercise"]
 answer_01_4 = ...  # your code here
@@ -663,60 +687,33 @@ if solutions:
     d = d[np.isfinite(d).all(axis=1)]
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(d.T))  # ascending
     u1 = eigenvectors[:, 1]
-    answer_01_4 = {"pooled_ratio": np.sqrt(eigenvalues[1] / eigenvalues[0]),
+    pooled_ratio_k = np.sqrt(eigenvalues[1] / eigenvalues[0])
+    tangent_ratio_k = along_across_sd(difference_mm[:, exercise_k : exercise_k + 1],
+                                      tangent_mm[:, exercise_k : exercise_k + 1]).ratio[0]
+    if np.isclose(pooled_ratio_k, tangent_ratio_k, rtol=1e-6, atol=0):
+        verdict_01_4 = "c"
+    else:
+        verdict_01_4 = "a" if pooled_ratio_k < tangent_ratio_k else "b"
+    answer_01_4 = {"verdict": verdict_01_4, "pooled_ratio": pooled_ratio_k,
                    "major_axis_angle_deg": np.degrees(np.arctan2(u1[1], u1[0])) % 180}
 
 # %% [markdown]
 # Check your answer:
 
 # %%
-exercise_results["01_4"] = check.exercise_01_4(answer_01_4, difference_mm, exercise_k)
+exercise_results["01_4"] = check.exercise_01_4(answer_01_4, difference_mm, tangent_mm, exercise_k)
 
 # %% [markdown]
-# ## Summary (for the test suite)
-#
-# The key numbers go to `RUN_DIR/01_data_exploration/metrics.json` (with the figures above), for the
-# test suite; they include how many exercises were attempted and passed.
+# The notebook's key numbers go to `RUN_DIR/01_data_exploration/metrics.json` (with the figures above);
+# the test suite reads them.
 
 # %%
-metrics = {
-    "profile": profile,
-    "num_images": split_counts,
-    "num_images_total": len(records),
-    "num_landmarks": K,
-    "num_contour_landmarks": int(is_contour.sum()),
-    "num_hard_cases": len(hard_ids),
-    "mean_annotator_distance_mm": mean_distance_mm,
-    "tangent_source": tangent_source,
-    "min_contour_along_across_ratio": float(contour_ratios.min()) if len(contour_ratios) else None,
-    "median_contour_along_across_ratio": float(contour_ratios.median()) if len(contour_ratios) else None,
-    "median_contour_pooled_ratio": float(np.nanmedian(pooled.ratio[is_contour])) if is_contour.any() else None,
-    "point_landmark_along_across_ratio": {  # no contour: along the principal axis
-        a: float(r) for a, r, c in zip(landmarks.abbreviations, pooled.ratio, is_contour) if not c
-    },
-    "per_landmark_along_across_ratio": {
-        a: None if np.isnan(r) else float(r) for a, r in zip(landmarks.abbreviations, along_across.ratio)
-    },
-    "per_landmark_generator_ratio": {
-        a: float(r) if c else None for a, r, c in zip(ISBI_2015.abbreviations, model_table["ratio"], is_contour)
-    } if is_phantom else None,
-    "per_landmark_mean_distance_mm": dict(zip(landmarks.abbreviations, disagreement["mean distance (mm)"])),
-    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_01_1, answer_01_2, answer_01_3, answer_01_4)),
-    "exercises_passed": sum(exercise_results.values()),
-}
-written = write_notebook_metrics(paths.output_dir, metrics)
-print(f"wrote {paths.show(written)} and {len(list(paths.output_dir.glob('*.png')))} figures; exercises passed "
-      f"{metrics['exercises_passed']}/{metrics['exercises_attempted']} attempted")
+write_summary("01", globals())
 
 # %% [markdown]
 # ## References
 #
 # - J. McCouat and I. Voiculescu. *Contour-Hugging Heatmaps for Landmark Detection.* CVPR 2022.
-# - C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger. *On Calibration of Modern Neural Networks.* ICML 2017.
-# - M. P. Naeini, G. F. Cooper and M. Hauskrecht. *Obtaining Well Calibrated Probabilities Using Bayesian
-#   Binning.* AAAI 2015 (the expected calibration error with equal-width bins).
-# - J. Nixon, M. W. Dusenberry, L. Zhang, G. Jerfel and D. Tran. *Measuring Calibration in Deep Learning.*
-#   CVPR Workshops 2019 (adaptive, equal-mass bins).
 # - O. Ronneberger, P. Fischer and T. Brox. *U-Net: Convolutional Networks for Biomedical Image
 #   Segmentation.* MICCAI 2015.
 # - C.-W. Wang et al. *A benchmark for comparison of dental radiography analysis algorithms.* Medical Image
