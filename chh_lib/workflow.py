@@ -268,7 +268,7 @@ def train_or_reuse(
     run_dir: Path, data_dir: Path, profile: str, device: str = "auto", seed: int = 0,
     retrain: bool = False, progress: bool = False, loss: str = "one_hot_nll", epochs: int | None = None,
     held_out_split: str | None = None, max_steps: int | None = None,
-    on_epoch_end: Callable[[dict[str, float], int], None] | None = None,
+    on_epoch_end: Callable[[dict[str, float], int], None] | None = None, sigma_px: float | None = None,
 ) -> TrainingOutcome:
     """Train the profile's model into ``run_dir``, or reuse (or finish) the one already there.
 
@@ -300,6 +300,9 @@ def train_or_reuse(
         reused; one resumed with a larger budget (or None: the whole schedule) goes on.
     on_epoch_end : callable, optional
         ``on_epoch_end(stats, num_epochs)`` after each epoch (e.g. :func:`chh_lib.engine.print_epoch`).
+    sigma_px : float, optional
+        Width of the Gaussian targets in pixels (``gaussian_mse`` only; None:
+        :data:`chh_lib.heatmaps.DEFAULT_SIGMA_PX`). A resumed run must use the width it began with.
     """
     from chh_lib.data.dataset import LandmarkDataset
     from chh_lib.data.formats import log_data_handling, read_landmark_data
@@ -332,8 +335,9 @@ def train_or_reuse(
     dataset = make_training_dataset(config, data.split("train"), cache_dir)
     held_out = None if held_out_split is None else LandmarkDataset(data.split(held_out_split),
                                                                    config.data.image_size, cache_dir)
+    widths = {} if sigma_px is None else {"sigma_px": float(sigma_px)}
     train(config, dataset, run_dir, data_dir, choose_device(device), resume=resume, progress=progress, loss=loss,
-          held_out=held_out, on_epoch_end=on_epoch_end, data_handling=data.handling())
+          held_out=held_out, on_epoch_end=on_epoch_end, data_handling=data.handling(), **widths)
     return TrainingOutcome(run_dir, "resumed" if resume else "trained", time.perf_counter() - start)
 
 

@@ -17,7 +17,7 @@ from chh_lib import exercises as check
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import read_landmark_data
 from chh_lib.exercises import ExerciseError
-from chh_lib.exercises.notebook_02 import quantisation_floor_mm
+from chh_lib.exercises.notebook_02 import blurred_sd_ratio, elongated_q, quantisation_floor_mm
 
 # --------------------------------------------------------------------------- 02.1
 
@@ -158,12 +158,30 @@ def test_02_3_wrong_answers(test_records):
 # --------------------------------------------------------------------------- 02.4
 
 
+def test_elongated_q_by_hand():
+    """Along x with SDs 2 and 0.5 px on a 13 x 9 grid: sums to 1, peaks at the centre, wider along x, cut at 4 SD."""
+    q = elongated_q((6.0, 4.0), (3.0, 0.0), 2.0, 0.5, 13, 9)
+    assert q.shape == (9, 13) and q.sum() == pytest.approx(1.0) and (q >= 0).all()
+    assert np.unravel_index(np.argmax(q), q.shape) == (4, 6)
+    assert q[4, 8] / q[4, 6] == pytest.approx(math.exp(-0.5))  # one SD along x: 2 px
+    assert q[5, 6] / q[4, 6] == pytest.approx(math.exp(-2.0))  # two SDs across: 1 px
+    assert q[4, 0] > 0  # 3 SDs along (6 px): inside the 4-SD cut
+    assert q[6, 6] > 0 and q[7, 6] == 0.0  # 4 SDs across (2 px) is on the cut and kept; 6 SDs (3 px) is not
+    turned = elongated_q((4.0, 6.0), (0.0, -1.0), 2.0, 0.5, 9, 13)  # the same along y (direction's sign is free)
+    np.testing.assert_allclose(turned, q.T, atol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        elongated_q((6.0, 4.0), (1.0, 0.0), 0.0, 0.5, 13, 9)
+
+
+def test_blurred_sd_ratio():
+    assert blurred_sd_ratio(2.0, 0.5, 1.0) == pytest.approx(2.0)  # sqrt(5 / 1.25)
+    assert blurred_sd_ratio(6.0, 1.0, 0.0) == pytest.approx(6.0)  # no blur: q's own ratio
+
+
 @pytest.fixture
-def line_q() -> np.ndarray:
-    """q: uniform over three pixels of row 2 of a 5 x 7 grid (a short horizontal 'contour')."""
-    q = np.zeros((5, 7))
-    q[2, 2:5] = 1 / 3
-    return q
+def toy_q() -> np.ndarray:
+    """q: SD 2 px along x and 0.5 px across, on a 13 x 9 grid (a short horizontal 'contour')."""
+    return elongated_q((6.0, 4.0), (1.0, 0.0), 2.0, 0.5, 13, 9)
 
 
 def _blurred(q: np.ndarray, sigma: float) -> np.ndarray:
@@ -174,28 +192,43 @@ def _blurred(q: np.ndarray, sigma: float) -> np.ndarray:
     return total
 
 
-def test_02_4_right_answer(line_q, capsys):
-    optimum = _blurred(line_q, 1.5)
-    assert check.exercise_02_4({"optimal_heatmap": optimum}, line_q, 1.5) is True
+TOY = (1.0, 2.0, 0.5)  # sigma_px, sd_along_px, sd_across_px: the predicted SD ratio is sqrt(5 / 1.25) = 2
+
+
+def test_02_4_right_answer(toy_q, capsys):
+    optimum = _blurred(toy_q, 1.0)
+    assert check.exercise_02_4({"verdict": "c", "sd_ratio": 2.0, "optimal_heatmap": optimum}, toy_q, *TOY) is True
     out = capsys.readouterr().out
-    assert f"peak {optimum.max():.3f}" in out
-    # the optimum is elongated along the row, like q: two pixels from the centre, higher along x than along y
-    assert optimum[2, 1] > optimum[0, 3]
+    assert "(c) holds" in out and "predicted 2.00" in out and "drops from q's 4.00 to 2.00" in out
+    # the optimum is elongated along the row, like q, but less: two pixels from the centre, higher along x
+    assert optimum[4, 4] > optimum[2, 6]
+    # a prediction within 2 % and the letter written "(C)" are fine
+    assert check.exercise_02_4({"verdict": "(C)", "sd_ratio": 2.03, "optimal_heatmap": optimum}, toy_q, *TOY)
 
 
-def test_02_4_not_attempted(line_q, capsys):
-    assert check.exercise_02_4(..., line_q, 1.5) is False
+def test_02_4_not_attempted(toy_q, capsys):
+    assert check.exercise_02_4(..., toy_q, *TOY) is False
     assert "not attempted" in capsys.readouterr().out
 
 
-def test_02_4_wrong_answers(line_q):
-    optimum = _blurred(line_q, 1.5)
+def test_02_4_wrong_answers(toy_q):
+    optimum = _blurred(toy_q, 1.0)
+    right = {"verdict": "c", "sd_ratio": 2.0, "optimal_heatmap": optimum}
+    with pytest.raises(ExerciseError, match=r"prediction \(a\) does not hold: the answer is \(c\).*variances of a "
+                                            r"convolution add"):
+        check.exercise_02_4({**right, "verdict": "a"}, toy_q, *TOY)
+    with pytest.raises(ExerciseError, match=r"prediction \(b\) does not hold"):
+        check.exercise_02_4({**right, "verdict": "b"}, toy_q, *TOY)
+    with pytest.raises(ExerciseError, match=r"verdict should be one of the letters"):
+        check.exercise_02_4({**right, "verdict": 3}, toy_q, *TOY)
+    with pytest.raises(ExerciseError, match=r"sd_ratio should be 2, got 4.*variances add"):
+        check.exercise_02_4({**right, "sd_ratio": 4.0}, toy_q, *TOY)  # q's own ratio: the blur forgotten
     with pytest.raises(ExerciseError, match=r"do not normalise"):
-        check.exercise_02_4({"optimal_heatmap": optimum / optimum.sum()}, line_q, 1.5)
+        check.exercise_02_4({**right, "optimal_heatmap": optimum / optimum.sum()}, toy_q, *TOY)
     with pytest.raises(ExerciseError, match=r"differs from sum_t q\(t\) g_t.*mean of the targets"):
         # a single Gaussian at the mean position: round, not elongated
-        point = np.zeros((5, 7))
-        point[2, 3] = 1.0
-        check.exercise_02_4({"optimal_heatmap": _blurred(point, 1.5)}, line_q, 1.5)
-    with pytest.raises(ExerciseError, match=r"lacks the keys \['optimal_heatmap'\]"):
-        check.exercise_02_4({"heatmap": optimum}, line_q, 1.5)
+        point = np.zeros(toy_q.shape)
+        point[4, 6] = 1.0
+        check.exercise_02_4({**right, "optimal_heatmap": _blurred(point, 1.0)}, toy_q, *TOY)
+    with pytest.raises(ExerciseError, match=r"lacks the keys \['verdict', 'sd_ratio'\]"):
+        check.exercise_02_4({"optimal_heatmap": optimum}, toy_q, *TOY)

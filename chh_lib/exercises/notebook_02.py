@@ -230,8 +230,85 @@ def exercise_02_3(answer: Any, records: Sequence[ImageRecord], image_size: tuple
                          f"{here / paper:.1f} times lower with pixels that much smaller")
 
 
-def exercise_02_4(answer: Any, q: Any, sigma_px: float) -> bool:
-    r"""Exercise 02.4: under label noise, the MSE-optimal output is the annotators' distribution blurred.
+def elongated_q(centre_px: Sequence[float], direction: Sequence[float], sd_along_px: float, sd_across_px: float,
+                width: int, height: int, cutoff_sd: float = 4.0) -> np.ndarray:
+    r"""A toy annotators' distribution: an anisotropic Gaussian over the pixel centres, long along ``direction``.
+
+    .. math:: q(i) \propto \exp\left(-\frac{u_i^2}{2 a^2} - \frac{v_i^2}{2 c^2}\right)
+        \quad \text{where } (u_i, v_i) \text{ is } \mathbf{x}_i - \mathbf{c}
+        \text{ along the unit direction and across it, } a, c \text{ the two SDs,}
+
+    set to zero beyond ``cutoff_sd`` SDs (Mahalanobis distance) and normalised to sum to 1.
+
+    Parameters
+    ----------
+    centre_px : (float, float)
+        (x, y) of the centre in pixels.
+    direction : (float, float)
+        (x, y) of the long axis (any length, not zero).
+    sd_along_px, sd_across_px : float
+        SDs along and across the long axis, in pixels (positive).
+    width, height : int
+        Size of the grid.
+    cutoff_sd : float
+        Mahalanobis radius beyond which ``q`` is zero.
+
+    Returns
+    -------
+    ndarray, shape (height, width), float64
+        Non-negative, sums to 1.
+    """
+    if sd_along_px <= 0 or sd_across_px <= 0:
+        raise ValueError(f"the SDs must be positive, got {sd_along_px} and {sd_across_px}")
+    unit = np.asarray(direction, dtype=np.float64)
+    unit = unit / np.linalg.norm(unit)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    dx, dy = cols - float(centre_px[0]), rows - float(centre_px[1])
+    along, across = dx * unit[0] + dy * unit[1], -dx * unit[1] + dy * unit[0]
+    distance2 = (along / sd_along_px) ** 2 + (across / sd_across_px) ** 2
+    q = np.where(distance2 <= cutoff_sd**2, np.exp(-0.5 * distance2), 0.0)
+    if q.sum() == 0:
+        raise ValueError("the toy distribution has no pixel on the grid: move its centre inside")
+    return q / q.sum()
+
+
+def blurred_sd_ratio(sd_along_px: float, sd_across_px: float, sigma_px: float) -> float:
+    r"""SD along over SD across of :math:`q \ast g` when the variances add: :math:`\sqrt{(a^2 + \sigma^2) / (c^2 + \sigma^2)}`."""
+    return float(np.sqrt((sd_along_px**2 + sigma_px**2) / (sd_across_px**2 + sigma_px**2)))
+
+
+def _sd_ratio(weights: np.ndarray) -> float:
+    """Square root of the eigenvalue ratio of the weighted covariance of the pixel positions of ``weights`` (H, W)."""
+    rows, cols = np.mgrid[0:weights.shape[0], 0:weights.shape[1]].astype(np.float64)
+    w = weights / weights.sum()
+    points = np.stack([cols.ravel(), rows.ravel()])  # (2, H W)
+    centred = points - (points * w.ravel()).sum(axis=1, keepdims=True)
+    eigenvalues = np.linalg.eigvalsh((centred * w.ravel()) @ centred.T)  # ascending
+    return float(np.sqrt(eigenvalues[1] / eigenvalues[0]))
+
+
+#: What each choice of exercise 02.4 says, for the explanation the check prints.
+VERDICTS_02_4 = {
+    "a": "h* is round: the Gaussian target fixes the heatmap's shape",
+    "b": "h* is elongated exactly as much as q",
+    "c": "h* is elongated, but less than q: the Gaussian's variance adds to q's along every direction",
+}
+
+
+def _choice(value: Any, choices: dict[str, str], name: str) -> str:
+    """A choice letter, case, spaces and brackets ignored; an :class:`ExerciseError` otherwise."""
+    letter = str(value).strip().strip("()").strip().lower() if isinstance(value, str) else None
+    if letter not in choices:
+        raise ExerciseError(f"Exercise {name}: verdict should be one of the letters {sorted(choices)}, got {value!r}.")
+    return letter
+
+
+#: Relative tolerance of the predicted SD ratio of exercise 02.4 (against the formula).
+SD_RATIO_RTOL = 0.02
+
+
+def exercise_02_4(answer: Any, q: Any, sigma_px: float, sd_along_px: float, sd_across_px: float) -> bool:
+    r"""Exercise 02.4: predict, then check, the shape of the MSE-optimal heatmap under label noise.
 
     When the target position :math:`t` is drawn from :math:`q`, the output that minimises
     :math:`\mathbb{E}_{t \sim q} \sum_i (h(i) - g_t(i))^2` is, pixel by pixel, the mean target
@@ -239,17 +316,23 @@ def exercise_02_4(answer: Any, q: Any, sigma_px: float) -> bool:
     .. math:: h^*(i) = \sum_t q(t)\, g_t(i), \qquad g_t(i) = \exp\left(-\lVert \mathbf{x}_i - \mathbf{x}_t
         \rVert^2 / 2\sigma^2\right),
 
-    the convolution of :math:`q` with the (unnormalised) Gaussian.
+    the convolution of :math:`q` with the (unnormalised) Gaussian, whose variances are those of
+    :math:`q` plus :math:`\sigma^2` along every direction.
 
-    Expected answer: ``{"optimal_heatmap": (H, W) array}``.
+    Expected answer: ``{"verdict": str, "sd_ratio": float, "optimal_heatmap": (H, W) array}``: the
+    letter of the statement that holds (:data:`VERDICTS_02_4`; ``"c"``, or ``"a"`` for a round
+    ``q``), the predicted SD along over SD across of :math:`h^*` (:func:`blurred_sd_ratio`, within
+    :data:`SD_RATIO_RTOL`), and :math:`h^*` itself.
 
     Parameters
     ----------
     answer : dict or Ellipsis
     q : ndarray, shape (H, W)
-        The annotators' distribution over pixel centres (non-negative, sums to 1).
+        The annotators' distribution over pixel centres (non-negative, sums to 1), e.g. :func:`elongated_q`.
     sigma_px : float
         Width of the Gaussian target in pixels.
+    sd_along_px, sd_across_px : float
+        The SDs ``q`` was built with (pixels).
 
     Returns
     -------
@@ -259,13 +342,27 @@ def exercise_02_4(answer: Any, q: Any, sigma_px: float) -> bool:
     Raises
     ------
     ExerciseError
-        When the answer is wrong.
+        When the answer is wrong; for a wrong verdict the message explains the right one.
     """
     name = "02.4"
     if not is_attempted(answer):
         return not_attempted(name)
-    given = fields(answer, ("optimal_heatmap",), name)
+    given = fields(answer, ("verdict", "sd_ratio", "optimal_heatmap"), name)
+    verdict = _choice(given["verdict"], VERDICTS_02_4, name)
     q = _distribution(q, "q")
+    predicted = blurred_sd_ratio(sd_along_px, sd_across_px, sigma_px)
+    q_ratio = sd_along_px / sd_across_px
+    expected_verdict = "a" if np.isclose(q_ratio, 1.0) else "c"
+    why = (f"h* = q * g, and the variances of a convolution add: along the contour {sd_along_px:g}^2 + "
+           f"{sigma_px:g}^2, across it {sd_across_px:g}^2 + {sigma_px:g}^2 (pixels^2), so the SD ratio drops from "
+           f"q's {q_ratio:.2f} to {predicted:.2f}. The MSE heatmap still follows the contour, only blurred; the wider "
+           f"the target, the rounder it looks.")
+    if verdict != expected_verdict:
+        raise ExerciseError(f"Exercise {name}: your prediction ({verdict}) does not hold: the answer is "
+                            f"({expected_verdict}), {VERDICTS_02_4[expected_verdict]}. Why: {why}")
+    expect_close(number(given["sd_ratio"], "sd_ratio", name), predicted, "sd_ratio",
+                 "the variances add: sqrt((sd_along^2 + sigma^2) / (sd_across^2 + sigma^2)).", name,
+                 rtol=SD_RATIO_RTOL)
     height, width = q.shape
     rows, cols = np.nonzero(q)
     centres = torch.tensor(np.stack([cols, rows], axis=-1)[None], dtype=torch.float32)  # (1, M, 2) as (x, y)
@@ -280,5 +377,5 @@ def exercise_02_4(answer: Any, q: Any, sigma_px: float) -> bool:
             hint = "do not normalise: each Gaussian target has peak 1, so h* sums to 2 pi sigma^2, not 1. " + hint
         raise ExerciseError(f"Exercise {name}: optimal_heatmap differs from sum_t q(t) g_t by up to {error:.3g}. "
                             f"Hint: {hint}")
-    return correct(name, f"h* is q blurred by the Gaussian (peak {expected.max():.3f}, sum {expected.sum():.2f})")
-
+    return correct(name, f"({verdict}) holds, and your h* has an SD ratio of {_sd_ratio(expected):.2f} (q: "
+                         f"{_sd_ratio(q):.2f}, measured on the grid; predicted {predicted:.2f}). Why: {why}")

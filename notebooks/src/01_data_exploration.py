@@ -708,7 +708,7 @@ exercise_results["01_4"] = check.exercise_01_4(answer_01_4, difference_mm, tange
 # the test suite reads them.
 
 # %%
-write_summary("01", globals())
+written = write_summary("01", globals())
 
 # %% [markdown]
 # ## References
