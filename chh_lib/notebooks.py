@@ -237,12 +237,28 @@ def _scrub(value: Any, root: Path) -> Any:
     return value
 
 
+#: MIME type of a displayed ipywidget (its saved view; the model state is in the notebook's metadata).
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+#: What a published copy shows as plain text in place of a widget's repr (``VBox(children=(...``).
+WIDGET_PLACEHOLDER = "[interactive widget: run this notebook in Jupyter to use it]"
+
+
+def _without_widget_repr(output: dict[str, Any]) -> dict[str, Any]:
+    """``output`` with a widget's plain-text repr replaced by :data:`WIDGET_PLACEHOLDER`; others unchanged."""
+    data = output.get("data")
+    if not isinstance(data, dict) or WIDGET_VIEW_MIME not in data:
+        return output
+    return {**output, "data": {**data, "text/plain": WIDGET_PLACEHOLDER}}
+
+
 def publish_notebook(executed: Path, target: Path, root: Path | None = None) -> Path:
     """Copy an executed notebook to ``target`` in its committed form.
 
     Removes papermill's injected parameters cell and its metadata (paths,
-    timings), clears per-cell execution metadata, and replaces absolute paths in
-    the outputs (see :func:`scrub_text`). Outputs themselves are kept.
+    timings), clears per-cell execution metadata, replaces absolute paths in
+    the outputs (see :func:`scrub_text`) and the plain-text repr of every
+    displayed widget (see :data:`WIDGET_PLACEHOLDER`; the widget view itself is
+    kept). Outputs themselves are kept.
     """
     import nbformat
 
@@ -257,7 +273,7 @@ def publish_notebook(executed: Path, target: Path, root: Path | None = None) -> 
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
-            cell.outputs = [nbformat.from_dict(_scrub(dict(o), root)) for o in cell.outputs]
+            cell.outputs = [nbformat.from_dict(_without_widget_repr(_scrub(dict(o), root))) for o in cell.outputs]
         cells.append(cell)
     notebook.cells = cells
     notebook.metadata.pop("papermill", None)
