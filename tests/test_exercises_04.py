@@ -11,6 +11,7 @@ import pytest
 
 from chh_lib import exercises as check
 from chh_lib.exercises import ExerciseError
+from chh_lib.exercises.notebook_04 import SAME_SIZE_MARGIN, size_verdict_04_3
 
 
 def test_exercise_error_is_an_assertion_error():
@@ -127,10 +128,11 @@ def landmark_data() -> tuple[np.ndarray, np.ndarray, list[int]]:
 
 
 def test_04_3_right_answer(landmark_data, capsys):
-    # contour pairs 5, 7, 9 -> median 7; point pairs 1, 3 -> median 2
-    answer = {"median_ere_contour_mm": 7.0, "median_ere_point_mm": 2.0, "contour_is_larger": True}
+    # contour pairs 5, 7, 9 -> median 7; point pairs 1, 3 -> median 2: ratio 3.5, verdict (a)
+    answer = {"verdict": "(A)", "median_ere_contour_mm": 7.0, "median_ere_point_mm": 2.0}
     assert check.exercise_04_3(answer, *landmark_data) is True
-    assert "correct" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "correct" in out and "ratio of 3.50" in out
 
 
 def test_04_3_not_attempted(landmark_data, capsys):
@@ -139,18 +141,28 @@ def test_04_3_not_attempted(landmark_data, capsys):
 
 
 def test_04_3_wrong_answers(landmark_data):
-    right = {"median_ere_contour_mm": 7.0, "median_ere_point_mm": 2.0, "contour_is_larger": True}
+    right = {"verdict": "a", "median_ere_contour_mm": 7.0, "median_ere_point_mm": 2.0}
+    with pytest.raises(ExerciseError, match=r"your prediction \(b\) does not hold: the answer is \(a\).*ratio of 3.50"):
+        check.exercise_04_3({**right, "verdict": "b"}, *landmark_data)
+    with pytest.raises(ExerciseError, match="one of the letters"):
+        check.exercise_04_3({**right, "verdict": "d"}, *landmark_data)
     with pytest.raises(ExerciseError, match=r"median_ere_contour_mm \(mm\) should be 7, got 8.*Hint"):
         check.exercise_04_3({**right, "median_ere_contour_mm": 8.0}, *landmark_data)  # missing pair included
     with pytest.raises(ExerciseError, match=r"median_ere_point_mm \(mm\) should be 2, got 1"):
         check.exercise_04_3({**right, "median_ere_point_mm": 1.0}, *landmark_data)
-    with pytest.raises(ExerciseError, match="contour_is_larger should be True"):
-        check.exercise_04_3({**right, "contour_is_larger": False}, *landmark_data)
+
+
+@pytest.mark.parametrize(("contour_mm", "point_mm", "letter"), [
+    (1.21, 1.0, "a"), (1.19, 1.0, "b"), (0.81, 1.0, "b"), (0.79, 1.0, "c"), (0.60, 0.80, "c"), (0.68, 0.80, "b"),
+])
+def test_04_3_verdict_margin(contour_mm, point_mm, letter):
+    assert SAME_SIZE_MARGIN == 0.2
+    assert size_verdict_04_3(contour_mm, point_mm) == letter
 
 
 def test_04_3_needs_both_kinds_of_landmark(landmark_data):
     ere, errors, _ = landmark_data
-    right = {"median_ere_contour_mm": 7.0, "median_ere_point_mm": 2.0, "contour_is_larger": True}
+    right = {"verdict": "a", "median_ere_contour_mm": 7.0, "median_ere_point_mm": 2.0}
     assert check.exercise_04_3(..., ere, errors, []) is False  # not attempted: nothing to compute
     with pytest.raises(ValueError, match="point landmark"):
         check.exercise_04_3(right, ere, errors, [])

@@ -348,6 +348,21 @@ def test_smoke_04_expected_radial_error(smoke_series):
     by_cutoff = [metrics["mean_ere_by_cutoff_mm"][c] for c in sorted(metrics["mean_ere_by_cutoff_mm"], key=float)]
     assert all(a >= b - 1e-9 for a, b in zip(by_cutoff, by_cutoff[1:]))
     assert metrics["sella_elongation"] >= 1 and metrics["median_contour_elongation"] >= 1
+    # bootstrap intervals by image (50 resamples under smoke) around the binned r and Spearman rho
+    assert metrics["bootstrap_resamples"] == 50
+    for key in ("spearman_ci95", "binned_pearson_ci95"):
+        low, high = metrics[key]
+        assert low is None or -1 <= low <= high <= 1
+    low, high = metrics["spearman_ci95"]
+    assert low - 1e-9 <= metrics["spearman"] <= high + 1e-9
+    # the verdict on the binned r follows the stated threshold
+    assert metrics["binned_pearson_sharp_fall"] == 0.2
+    if metrics["binned_pearson"] is not None and metrics["binned_pearson_without_top_bin"] is not None:
+        fall = metrics["binned_pearson"] - metrics["binned_pearson_without_top_bin"]
+        assert metrics["binned_pearson_rests_on_top_bin"] is (fall > 0.2)
+    assert 0 <= metrics["num_contour_landmarks_above_sella_median_ere"] <= 18
+    for key in ("spearman_median_ere_with_spread_size", "spearman_median_ere_with_elongation"):
+        assert -1 <= metrics[key] <= 1
     for name in ("ere_vs_cutoff", "ere_vs_error", "heatmap_elongation", "examples"):
         assert (run_dir / "04_expected_radial_error" / f"{name}.png").stat().st_size > 1000
     # The published notebook runs to the end with the placeholders: no exercise attempted.

@@ -68,6 +68,17 @@ def flag(value: Any, what: str, name: str) -> bool:
     return bool(value)
 
 
+def choice(value: Any, choices: Mapping[str, str], name: str) -> str:
+    """The letter of a predict-then-check answer (case, spaces and brackets ignored), one of ``choices``.
+
+    Raises an :class:`ExerciseError` naming the allowed letters otherwise.
+    """
+    letter = str(value).strip().strip("()").strip().lower() if isinstance(value, str) else None
+    if letter not in choices:
+        raise ExerciseError(f"Exercise {name}: verdict should be one of the letters {sorted(choices)}, got {value!r}.")
+    return letter
+
+
 def expect_close(got: float, expected: float, what: str, hint: str, name: str,
                   rtol: float = RTOL, atol: float = ATOL) -> None:
     if math.isnan(expected) and math.isnan(got):

@@ -10,6 +10,7 @@ import numpy as np
 from chh_lib.data.dataset import resize_geometry
 from chh_lib.data.disagreement import along_across_sd
 from chh_lib.exercises.answers import (
+    choice,
     RTOL,
     ExerciseError,
     correct,
@@ -224,14 +225,6 @@ VERDICTS_01_4 = {
 }
 
 
-def _choice(value: Any, choices: dict[str, str], name: str) -> str:
-    """A choice letter, case, spaces and brackets ignored; an :class:`ExerciseError` otherwise."""
-    letter = str(value).strip().strip("()").strip().lower() if isinstance(value, str) else None
-    if letter not in choices:
-        raise ExerciseError(f"Exercise {name}: verdict should be one of the letters {sorted(choices)}, got {value!r}.")
-    return letter
-
-
 def exercise_01_4(answer: Any, difference_mm: np.ndarray, tangent_mm: np.ndarray, landmark: int) -> bool:
     r"""Exercise 01.4: predict, then check, what the pooled 2-sigma ellipse makes of one landmark.
 
@@ -269,7 +262,7 @@ def exercise_01_4(answer: Any, difference_mm: np.ndarray, tangent_mm: np.ndarray
     if not is_attempted(answer):
         return not_attempted(name)
     given = fields(answer, ("verdict", "pooled_ratio", "major_axis_angle_deg"), name)
-    verdict = _choice(given["verdict"], VERDICTS_01_4, name)
+    verdict = choice(given["verdict"], VERDICTS_01_4, name)
     d = np.asarray(difference_mm, dtype=np.float64)[:, landmark]
     t = np.asarray(tangent_mm, dtype=np.float64)[:, landmark]
     along_tangents = float(along_across_sd(d[:, None], t[:, None]).ratio[0])

@@ -10,6 +10,7 @@ import torch
 from chh_lib.data.dataset import LandmarkDataset
 from chh_lib.data.formats import ImageRecord
 from chh_lib.exercises.answers import (
+    choice,
     ExerciseError,
     correct,
     expect_close,
@@ -295,14 +296,6 @@ VERDICTS_02_4 = {
 }
 
 
-def _choice(value: Any, choices: dict[str, str], name: str) -> str:
-    """A choice letter, case, spaces and brackets ignored; an :class:`ExerciseError` otherwise."""
-    letter = str(value).strip().strip("()").strip().lower() if isinstance(value, str) else None
-    if letter not in choices:
-        raise ExerciseError(f"Exercise {name}: verdict should be one of the letters {sorted(choices)}, got {value!r}.")
-    return letter
-
-
 #: Relative tolerance of the predicted SD ratio of exercise 02.4 (against the formula).
 SD_RATIO_RTOL = 0.02
 
@@ -348,7 +341,7 @@ def exercise_02_4(answer: Any, q: Any, sigma_px: float, sd_along_px: float, sd_a
     if not is_attempted(answer):
         return not_attempted(name)
     given = fields(answer, ("verdict", "sd_ratio", "optimal_heatmap"), name)
-    verdict = _choice(given["verdict"], VERDICTS_02_4, name)
+    verdict = choice(given["verdict"], VERDICTS_02_4, name)
     q = _distribution(q, "q")
     predicted = blurred_sd_ratio(sd_along_px, sd_across_px, sigma_px)
     q_ratio = sd_along_px / sd_across_px

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from chh_lib.exercises.answers import (
+    choice,
     ExerciseError,
     correct,
     expect_close,
@@ -95,14 +96,6 @@ VERDICTS_03_2 = {
 }
 
 
-def _choice(value: Any, choices: dict[str, str], name: str) -> str:
-    """A choice letter, case and surrounding spaces and brackets ignored; an :class:`ExerciseError` otherwise."""
-    letter = str(value).strip().strip("()").strip().lower() if isinstance(value, str) else None
-    if letter not in choices:
-        raise ExerciseError(f"Exercise {name}: verdict should be one of the letters {sorted(choices)}, got {value!r}.")
-    return letter
-
-
 def exercise_03_2(answer: Any, confidence: np.ndarray, correct_prediction: np.ndarray) -> bool:
     r"""Exercise 03.2: predict, then check what ten equal-width bins over [0, 1] make of these confidences.
 
@@ -137,7 +130,7 @@ def exercise_03_2(answer: Any, confidence: np.ndarray, correct_prediction: np.nd
     if not is_attempted(answer):
         return not_attempted(name)
     given = fields(answer, ("verdict", "ece_percent", "mce_percent", "largest_bin_share"), name)
-    verdict = _choice(given["verdict"], VERDICTS_03_2, name)
+    verdict = choice(given["verdict"], VERDICTS_03_2, name)
     confidence = np.asarray(confidence, dtype=np.float64)
     bins = reliability_bins(confidence, np.asarray(correct_prediction, dtype=bool), TEN_EQUAL_BINS)
     largest = float(bins.count.max() / bins.count.sum()) if bins.count.sum() else 0.0

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from chh_lib.exercises.answers import (
+    choice,
     ExerciseError,
     correct,
     expect_close,
@@ -138,17 +139,53 @@ def exercise_04_2(answer: Any, ere_by_cutoff: np.ndarray, cutoffs: Sequence[floa
     return correct(name, f"mean ERE changes by {100 * mean_change:.1f} %, Spearman rho by {rho_change:.3f}")
 
 
+#: Relative margin within which exercise 04.3 calls two median EREs "about the same".
+SAME_SIZE_MARGIN = 0.2
+
+#: What each choice of exercise 04.3 says, for the explanation the check prints.
+VERDICTS_04_3 = {
+    "a": f"the contour landmarks' median ERE is more than {100 * SAME_SIZE_MARGIN:.0f} % larger than the point "
+         "landmarks'",
+    "b": f"the two medians are within {100 * SAME_SIZE_MARGIN:.0f} % of each other",
+    "c": f"the contour landmarks' median ERE is more than {100 * SAME_SIZE_MARGIN:.0f} % smaller than the point "
+         "landmarks'",
+}
+
+
+#: Why each verdict of exercise 04.3 comes about, in terms of the heatmaps' size and shape.
+_WHY_04_3 = {
+    "a": "Here the contour landmarks' heatmaps are larger as well as longer, so their median ERE is the larger.",
+    "b": "Here the longer axis of the contour landmarks' heatmaps is offset by the narrower one, so the medians "
+         "are about the same.",
+    "c": "Here the contour landmarks' heatmaps are narrow enough across the contour to be smaller overall than "
+         "the point landmarks', so their median ERE is the smaller.",
+}
+
+
+def size_verdict_04_3(median_contour_mm: float, median_point_mm: float) -> str:
+    """The letter of :data:`VERDICTS_04_3` that the two medians (mm) satisfy."""
+    ratio = median_contour_mm / median_point_mm
+    if ratio > 1 + SAME_SIZE_MARGIN:
+        return "a"
+    if ratio < 1 - SAME_SIZE_MARGIN:
+        return "c"
+    return "b"
+
+
 def exercise_04_3(answer: Any, ere_mm: np.ndarray, radial_error_mm: np.ndarray,
                   point_landmarks: Sequence[int]) -> bool:
-    r"""Exercise 04.3: the median ERE of contour landmarks against that of point landmarks.
+    r"""Exercise 04.3: predict, then check whether contour landmarks have a larger median ERE than point ones.
 
     Expected answer::
 
-        {"median_ere_contour_mm": float, "median_ere_point_mm": float, "contour_is_larger": bool}
+        {"verdict": str, "median_ere_contour_mm": float, "median_ere_point_mm": float}
 
     medians over the present (image, landmark) pairs (radial error not NaN) of
-    the landmarks not in ``point_landmarks`` and of those in it; medians rather
-    than means, because a few failed heatmaps pull a mean.
+    the landmarks not in ``point_landmarks`` and of those in it (medians rather
+    than means, because a few failed heatmaps pull a mean), and the letter of
+    :data:`VERDICTS_04_3` that they satisfy (:func:`size_verdict_04_3`, margin
+    :data:`SAME_SIZE_MARGIN`). The verdict is checked first; a wrong one is
+    explained.
 
     Parameters
     ----------
@@ -181,16 +218,23 @@ def exercise_04_3(answer: Any, ere_mm: np.ndarray, radial_error_mm: np.ndarray,
     is_point[list(point_landmarks)] = True
     if not is_point.any() or is_point.all():
         raise ValueError("exercise 04.3 needs at least one point landmark and one contour landmark")
-    given = fields(answer, ("median_ere_contour_mm", "median_ere_point_mm", "contour_is_larger"), name)
+    given = fields(answer, ("verdict", "median_ere_contour_mm", "median_ere_point_mm"), name)
+    verdict = choice(given["verdict"], VERDICTS_04_3, name)
     contour = float(np.median(ere_mm[present & ~is_point[None, :]]))
     point = float(np.median(ere_mm[present & is_point[None, :]]))
+    expected = size_verdict_04_3(contour, point)
+    explanation = (
+        f"the medians are {contour:.2f} mm (contour) and {point:.2f} mm (point), a ratio of {contour / point:.2f}. "
+        "A contour landmark's heatmap is long along its contour but narrow across it; the ERE averages the "
+        "distance to the mode over the significant pixels, so it grows with the size of the spread (both axes "
+        "together), not with the elongation as such. " + _WHY_04_3[expected])
+    if verdict != expected:
+        raise ExerciseError(f"Exercise {name}: your prediction ({verdict}) does not hold: the answer is ({expected}), "
+                            f"{VERDICTS_04_3[expected]}. Why: {explanation}")
     hint = ("take results['ere'] where the landmark is present, split the columns into point landmarks (point_k) "
             "and the others, and use np.median over all pairs of each group (not a median of per-landmark means).")
     expect_close(number(given["median_ere_contour_mm"], "median_ere_contour_mm", name), contour,
                   "median_ere_contour_mm (mm)", hint, name)
     expect_close(number(given["median_ere_point_mm"], "median_ere_point_mm", name), point,
                   "median_ere_point_mm (mm)", hint, name)
-    if flag(given["contour_is_larger"], "contour_is_larger", name) != (contour > point):
-        raise ExerciseError(f"Exercise {name}: contour_is_larger should be {contour > point} "
-                            f"(medians {contour:.3f} mm for contour, {point:.3f} mm for point landmarks).")
-    return correct(name, f"median ERE {contour:.2f} mm (contour) against {point:.2f} mm (point)")
+    return correct(name, f"({expected}) {explanation}")

@@ -10,8 +10,9 @@
 # it really tracks the error, pair by pair and in the paper's binned form, which give very different
 # answers.
 #
-# **How long:** about 40 s on a 2-core CPU under the `cpu` profile (the shipped model, no training), and
-# 45 s under `smoke` (with its training); under `paper` it needs the model that notebook 02 trains on a GPU.
+# **How long:** about a minute on a 2-core CPU under the `cpu` profile (the shipped model, no training;
+# the bootstrap intervals take part of it), and 45 s under `smoke` (with its training); under `paper` it
+# needs the model that notebook 02 trains on a GPU.
 #
 # **Learning goals**
 #
@@ -19,9 +20,10 @@
 #    few lines (checked against `chh_lib.metrics.expected_radial_error`).
 # 2. Understand the **5 % cutoff** and what changing it does.
 # 3. Measure how well the ERE tracks the true radial error: Pearson and Spearman over all pairs, the
-#    paper's binned Pearson $r$, and why binning sorted pairs inflates $r$.
-# 4. See why the ERE tends to be larger for contour landmarks (the heatmap spreads **along** the contour)
-#    and how a large ERE flags a real failure on a hard image.
+#    paper's binned Pearson $r$ (each with a bootstrap 95 % interval over images), and why binning
+#    sorted pairs inflates $r$.
+# 4. Test whether contour landmarks, whose heatmaps spread **along** the contour, have a larger ERE than
+#    sella, and see how a large ERE flags a real failure on a hard image.
 #
 # The notebook ends with a recap, three exercises with checked answers, and references.
 
@@ -41,9 +43,11 @@ from chh_lib import exercises as check
 from chh_lib.devices import choose_device
 from chh_lib.evaluation import load_run
 from chh_lib.heatmaps import argmax_2d, scale_logits, softmax_2d
+from chh_lib.exercises.notebook_04 import SAME_SIZE_MARGIN, VERDICTS_04_3
 from chh_lib.metrics import (
     binned_means,
     binned_pearson,
+    bootstrap_ci,
     expected_radial_error,
     radial_error_mm,
     spearman,
@@ -56,16 +60,18 @@ from chh_lib.workflow import (
     notebook_paths,
     notebook_profile,
     save_figure,
-    write_notebook_metrics,
 )
+from chh_lib.summaries import write_summary
 
 # %% [markdown]
 # ## Parameters
 #
 # `profile` is `smoke` (tiny model, for tests), `cpu` (the default; the shipped pretrained phantom model
 # when none exists yet) or `paper`; it is read from `CHH_PROFILE` when set. Relative paths are resolved
-# against the repository root; `None` selects the profile's defaults. `solutions = True` runs the hidden
-# solutions of the exercises at the end (the test suite does; a student leaves it `False`).
+# against the repository root; `None` selects the profile's defaults. `num_resamples` is the number of
+# bootstrap resamples of the test images behind each interval (None: 1000, or 50 under `smoke`).
+# `solutions = True` runs the hidden solutions of the exercises at the end (the test suite does; a
+# student leaves it `False`).
 
 # %% tags=["parameters"]
 profile = notebook_profile()  # CHH_PROFILE, else "cpu"
@@ -73,6 +79,7 @@ data_dir = None  # None: the profile's phantom
 run_dir = None  # None: runs/notebooks/<profile>
 seed = 0
 device = "auto"  # auto: CUDA, then MPS, then CPU
+num_resamples = None
 solutions = False  # True: run the exercises' hidden solutions
 
 # %% [markdown]
@@ -96,6 +103,7 @@ K = landmarks.num_landmarks
 width, height = run.config.data.image_size
 test_set = run.dataset("test")
 hard_ids = set(run.data.descriptor.get("hard_cases", []))
+resamples = int(num_resamples) if num_resamples is not None else (50 if profile == "smoke" else 1000)
 print(f"model {paths.show(paths.model_dir)}: {run.config.model.name} at {width} x {height}; test split "
       f"{len(test_set)} images ({len(hard_ids & set(test_set.image_ids))} hard); temperatures "
       f"{temperatures.min():.2f}-{temperatures.max():.2f}")
@@ -230,7 +238,11 @@ display(cutoff_table.round(3).T)
 #   and correlate the bins' mean ERE with their mean radial error.
 # - The same **without the top bin**, the 36 pairs of largest ERE.
 #
-# The figure (`chh_lib.plots.ere_vs_error`) shows the raw pairs and the bin means on log-log axes.
+# The test split is one sample of images, so each number gets a 95 % **bootstrap interval**: resample the
+# test images with replacement (`num_resamples` times, whole images, because the 19 landmarks of one
+# image fail together), recompute, and take the 2.5th and 97.5th percentiles (`chh_lib.metrics.bootstrap_ci`,
+# the same resamples as `chh evaluate`'s `ere_error_binned_pearson_ci95` and `spearman_ci95`). The figure
+# (`chh_lib.plots.ere_vs_error`) shows the raw pairs and the bin means on log-log axes.
 
 # %%
 ere = results["ere"][present]
@@ -240,8 +252,24 @@ raw_r = float(np.corrcoef(ere, errors)[0, 1]) if ere.size > 1 else float("nan")
 rho = spearman(ere, errors)
 binned_r = binned_pearson(ere, errors, bin_size=36)
 binned_r_without_top = binned_pearson(ere, errors, bin_size=36, drop_top_bins=1)
+
+
+def over_resampled_images(statistic):
+    """A bootstrap statistic: ``statistic(ere, error)`` over the present pairs of the drawn test images."""
+    def on_images(indices):
+        keep = present[indices]
+        return statistic(results["ere"][indices][keep], errors_mm[indices][keep])
+    return on_images
+
+
+num_test_images = len(test_set)
+binned_r_ci95 = bootstrap_ci(over_resampled_images(lambda e, r: binned_pearson(e, r, bin_size=36)),
+                             num_test_images, resamples, seed)
+rho_ci95 = bootstrap_ci(over_resampled_images(spearman), num_test_images, resamples, seed)
 print(f"{ere.size} pairs ({ere.size // 36} bins of 36): mean ERE {ere_mean_mm:.3f} mm, mean radial error "
       f"{errors.mean():.3f} mm")
+print(f"95 % intervals over {resamples} resamples of the {num_test_images} test images: binned r {binned_r:.3f} "
+      f"[{binned_r_ci95[0]:.3f}, {binned_r_ci95[1]:.3f}], Spearman rho {rho:.3f} [{rho_ci95[0]:.3f}, {rho_ci95[1]:.3f}]")
 display(pd.DataFrame({"value": [raw_r, rho, binned_r, binned_r_without_top]}, index=pd.Index(
     ["Pearson r, raw pairs", "Spearman rho, raw pairs", "binned Pearson r (paper)", "binned r without the top bin"],
     name="measure")).round(3).T)
@@ -267,9 +295,12 @@ save_figure(figure, paths.output_dir / "ere_vs_error.png")
 #
 # The check: drop the top bins one at a time; correlate the bin means by rank (Spearman, not carried by
 # one point); and bin the pairs after **shuffling** the errors, which destroys any real relation, to see
-# how high a binned $r$ chance alone gives (200 shuffles).
+# how high a binned $r$ chance alone gives (200 shuffles). We call the fall **sharp** when dropping the
+# single top bin lowers $r$ by more than `SHARP_FALL` = 0.2 (of a scale that ends at 1): then one bin of
+# 36 pairs out of thousands decides the headline number.
 
 # %%
+SHARP_FALL = 0.2  # a fall of the binned r larger than this, from dropping the top bin, counts as sharp
 ere_means_mm, error_means_mm = binned_means(ere, errors, bin_size=36)
 shuffle_rng = np.random.default_rng(seed)
 shuffled_binned_r = np.array([binned_pearson(ere, shuffle_rng.permutation(errors), bin_size=36) for _ in range(200)])
@@ -282,9 +313,12 @@ if ere_means_mm.size >= 2:
     print(f"top bin: mean ERE {ere_means_mm[-1]:.2f} mm, mean error {error_means_mm[-1]:.2f} mm; the other "
           f"bins: mean ERE {ere_means_mm[:-1].min():.2f}-{ere_means_mm[:-1].max():.2f} mm, mean error "
           f"{error_means_mm[:-1].min():.2f}-{error_means_mm[:-1].max():.2f} mm")
-    carried = binned_r_without_top < binned_r / 2
-    print(f"binned r {binned_r:.3f} with the top bin, {binned_r_without_top:.3f} without it: "
-          + ("most of the binned r comes from that one bin" if carried else "the binned r does not rest on the top bin alone"))
+    fall_without_top = binned_r - binned_r_without_top
+    rests_on_top_bin = bool(fall_without_top > SHARP_FALL)
+    print(f"binned r {binned_r:.3f} with the top bin, {binned_r_without_top:.3f} without it: a fall of "
+          f"{fall_without_top:.3f}, " + (f"sharp (> {SHARP_FALL}): the binned r rests on the top bin, the gross "
+                                         "failures" if rests_on_top_bin else
+                                         f"not sharp (<= {SHARP_FALL}): the binned r does not rest on the top bin alone"))
     print(f"Spearman rho of the {ere_means_mm.size} bin means: {spearman(ere_means_mm, error_means_mm):.3f}")
 if np.isfinite(shuffled_binned_r).any():
     print(f"binned r with the errors shuffled: median {np.nanmedian(shuffled_binned_r):.3f}, 95th percentile "
@@ -299,10 +333,13 @@ if np.isfinite(shuffled_binned_r).any():
 # the ERE rank the failures above the rest?) rather than as a predictor of the error's size.
 
 # %% [markdown]
-# ## Why contour landmarks tend to have a larger ERE
+# ## Do contour landmarks have a larger ERE?
 #
 # The ERE of a landmark is large when its heatmap is **spread**, and a contour landmark's heatmap
-# spreads **along** its contour (notebook 02). We measure the shape of the significant part $q$ of each
+# spreads **along** its contour (notebook 02), so one may expect contour landmarks to have the larger
+# ERE. But the ERE averages the distance to the mode over the significant pixels: a heatmap that is long
+# along the contour and narrow across it can have the ERE of a round heatmap of middling size. The data
+# decide. We measure the shape of the significant part $q$ of each
 # heatmap by its covariance in mm, $\Sigma = \sum_i q(i)(\mathbf{x}_i - \boldsymbol\mu)(\mathbf{x}_i -
 # \boldsymbol\mu)^\top$ (plus $s^2/12$ on each axis, the variance of a position spread uniformly over one
 # pixel, so that a heatmap one pixel wide does not get a zero width), with eigenvalues
@@ -311,7 +348,9 @@ if np.isfinite(shuffled_binned_r).any():
 #
 # The table gives **medians** over the test images, with the means beside them: a mean is pulled up by
 # the few hard images, where a failed heatmap has an ERE and an error of centimetres (the line under the
-# table shows how much for sella).
+# table shows how much for sella). Under the figure: how many contour landmarks have a median ERE above
+# sella's, and whether the median ERE of the 19 landmarks follows the **size** of the spread,
+# $\sqrt{\lambda_1 + \lambda_2}$, or its **shape**, the elongation (Spearman $\rho$ over the landmarks).
 
 # %%
 cov = results["covariance_mm2"]  # (N, K, 3): var_x, cov_xy, var_y
@@ -348,9 +387,23 @@ axes.set_xlabel("landmark (cyan: point landmark)")
 axes.set_ylabel("median elongation $\\sqrt{\\lambda_1/\\lambda_2}$")
 axes.legend(fontsize=8, loc="upper right")
 save_figure(figure, paths.output_dir / "heatmap_elongation.png")
+spread_size_mm = np.median(np.sqrt(lambda_1 + lambda_2), axis=0)  # (K,)
+rho_ere_with_size = spearman(spread_size_mm, shape_table["ERE median (mm)"].to_numpy())
+rho_ere_with_shape = spearman(shape_table["elongation"].to_numpy(), shape_table["ERE median (mm)"].to_numpy())
+contour_median_ere = shape_table.drop(index=point_landmarks)["ERE median (mm)"]
+num_contour_above_point = None
 if point_landmarks:
+    sella_median_ere = shape_table.loc["S", "ERE median (mm)"]
+    at_or_below = contour_median_ere[contour_median_ere <= sella_median_ere]
+    num_contour_above_point = int(contour_median_ere.size - at_or_below.size)
     print(f"median elongation: sella {shape_table.loc['S', 'elongation']:.2f}, contour landmarks median "
           f"{contour_elongation.median():.2f} (max {contour_elongation.max():.2f}, {contour_elongation.idxmax()})")
+    print(f"median ERE: sella {sella_median_ere:.2f} mm; {num_contour_above_point} of {contour_median_ere.size} "
+          f"contour landmarks above it, {at_or_below.size} at or below it"
+          + (": " + ", ".join(f"{a} {v:.2f}" for a, v in at_or_below.sort_values().items()) if at_or_below.size else ""))
+follows = "size" if rho_ere_with_size > rho_ere_with_shape else "shape"
+print(f"over the {K} landmarks, the median ERE follows the {follows} of the spread more: Spearman rho "
+      f"{rho_ere_with_size:.2f} with its size sqrt(lambda_1 + lambda_2), {rho_ere_with_shape:.2f} with its elongation")
 
 # %% [markdown]
 # ## Examples
@@ -440,6 +493,19 @@ figure.legend(legend_handles, legend_labels, loc="outside lower center", ncol=le
 save_figure(figure, paths.output_dir / "examples.png")
 
 # %% [markdown]
+# > **Common pitfalls**
+# >
+# > - *Reading the binned $r$ as the agreement for one prediction.* It is the trend of bin means; the
+# >   pairwise Spearman $\rho$ says how well the ERE ranks single errors.
+# > - *Quoting a binned $r$ without dropping its top bin.* One bin of gross failures can carry it; show
+# >   the dropped-bin table and the shuffled baseline.
+# > - *Comparing EREs computed at different cutoffs or temperatures.* Both move the scale of the ERE;
+# >   fix them (0.05 and the calibrated $T$) before comparing runs or landmarks.
+# > - *Comparing landmarks by the mean ERE.* A few failed heatmaps on hard images pull a mean; use medians.
+# > - *Forgetting the pixel size.* The ERE is in mm only when each axis's distance is scaled by its own
+# >   pixel size $(s_x, s_y)$.
+
+# %% [markdown]
 # ## Recap
 #
 # - A calibrated heatmap $p$ is a distribution over positions; its **expected radial error** is the
@@ -451,14 +517,18 @@ save_figure(figure, paths.output_dir / "examples.png")
 #   the mean ERE grows; how the ERE **ranks** the predictions changes much less (Spearman $\rho$ per cutoff).
 # - The paper's binned Pearson $r$ (bins of 36 pairs sorted by ERE) averages away the noise of single
 #   errors and leans on its most extreme bins: drop the top bins and it can fall sharply (the table of
-#   dropped bins shows how far here). Spearman $\rho$ over
-#   the raw pairs needs no binning and answers the user's question; it is far lower.
+#   dropped bins shows how far here, and the line under it whether the fall passes `SHARP_FALL`).
+#   Spearman $\rho$ over the raw pairs needs no binning and answers the user's question; it is far
+#   lower. Quote both with their bootstrap intervals: a binned $r$ rests on few bins and its interval
+#   is wide.
 # - Bin means of sorted data give a high $r$ for any increasing trend; check a binned statistic by
 #   dropping its extreme bins and against shuffled data before trusting it.
 # - Contour landmarks' heatmaps are mostly elongated **along** the contour (their median elongation is
-#   printed against that of sella, a point landmark, whose heatmap is round), which tends to raise their
-#   ERE even when the prediction is right. Compare landmarks by the median ERE, not the mean: a few
-#   failures on hard images inflate a mean.
+#   printed against that of sella, a point landmark, whose heatmap is round). Elongation is not size:
+#   whether it raises their ERE is for the data to say, and the lines under the elongation figure count
+#   the contour landmarks above sella and say whether the ERE follows the size or the shape of the
+#   spread. Compare landmarks by the median ERE, not the mean: a few failures on hard images inflate a
+#   mean.
 # - On a hard image a large ERE flags a real failure: the ERE is an uncertainty one can act on
 #   (notebook 05 turns it into an outlier detector).
 
@@ -552,13 +622,21 @@ if solutions:
 exercise_results["04_2"] = check.exercise_04_2(answer_04_2, results["ere_by_cutoff"], cutoffs, errors_mm)
 
 # %% [markdown]
-# ### Exercise 04.3 · Contour landmarks against point landmarks, with medians
+# ### Exercise 04.3 · Predict, then check: do contour landmarks have the larger ERE?
 #
-# A few failed heatmaps pull a mean; a median is robust to them. Using `results["ere"]` (shape (N, K), mm)
-# over the present pairs, compute the **median** ERE of all (image, landmark) pairs of the contour
-# landmarks (every channel not in `point_k`) and of the point landmarks (the channels in `point_k`:
-# sella), and whether the contour median is the larger. Answer with
-# `answer_04_3 = {"median_ere_contour_mm": ..., "median_ere_point_mm": ..., "contour_is_larger": ...}`.
+# Contour landmarks' heatmaps are elongated, sella's is round. **First predict**, without computing,
+# which statement holds for the **median** ERE over all (image, landmark) pairs of the contour landmarks
+# (every channel not in `point_k`) against that of the point landmarks (the channels in `point_k`:
+# sella), with a margin of `SAME_SIZE_MARGIN` (20 %):
+#
+# - **(a)** the contour landmarks' median is more than 20 % larger;
+# - **(b)** the two medians are within 20 % of each other;
+# - **(c)** the contour landmarks' median is more than 20 % smaller.
+#
+# Then compute both medians from `results["ere"]` (shape (N, K), mm) over the present pairs (a median,
+# because a few failed heatmaps pull a mean). Answer with
+# `answer_04_3 = {"verdict": "a", "b" or "c", "median_ere_contour_mm": ..., "median_ere_point_mm": ...}`;
+# the check tests the letter first and explains the right one.
 
 # %% tags=["exercise"]
 answer_04_3 = ...  # your code here
@@ -571,11 +649,10 @@ if solutions:
     is_point = np.isin(np.arange(K), point_k)  # (K,)
     median_contour = float(np.median(results["ere"][present & ~is_point]))
     median_point = float(np.median(results["ere"][present & is_point]))
-    answer_04_3 = {
-        "median_ere_contour_mm": median_contour,
-        "median_ere_point_mm": median_point,
-        "contour_is_larger": median_contour > median_point,
-    }
+    ratio = median_contour / median_point
+    letter = "a" if ratio > 1 + SAME_SIZE_MARGIN else ("c" if ratio < 1 - SAME_SIZE_MARGIN else "b")
+    answer_04_3 = {"verdict": letter, "median_ere_contour_mm": median_contour, "median_ere_point_mm": median_point}
+    print(f"ratio of the medians {ratio:.2f}: ({letter}) {VERDICTS_04_3[letter]}")
 
 # %% [markdown]
 # Check your answer:
@@ -584,40 +661,11 @@ if solutions:
 exercise_results["04_3"] = check.exercise_04_3(answer_04_3, results["ere"], errors_mm, point_k)
 
 # %% [markdown]
-# ## Summary (for the test suite)
-#
-# The key numbers go to `RUN_DIR/04_expected_radial_error/metrics.json` (with the figures above), for the
-# test suite; they include how many exercises were attempted and passed.
+# The notebook's key numbers go to `RUN_DIR/04_expected_radial_error/metrics.json` for the test suite
+# (`chh_lib/summaries/notebook_04.py` lists them):
 
 # %%
-summary = {
-    "profile": profile,
-    "image_size": [width, height],
-    "num_pairs": int(ere.size),
-    "num_bins": int(ere.size // 36),
-    "ere_mean_mm": ere_mean_mm,
-    "mre_mm": float(errors.mean()),
-    "pearson": raw_r,
-    "spearman": rho,
-    "binned_pearson": binned_r,
-    "binned_pearson_without_top_bin": binned_r_without_top,
-    "binned_pearson_shuffled_p95": float(np.nanpercentile(shuffled_binned_r, 95))
-    if np.isfinite(shuffled_binned_r).any() else None,
-    "contour_example_ere_share_beyond_crop": ere_share_beyond(
-        calibrated_heatmaps(contour_n)[contour_landmark], test_set.pixel_size_mm[contour_n], crop),
-    "readable_matches_library": readable_matches_library,
-    "max_abs_difference_mm": max_abs_difference_mm,
-    "mean_ere_by_cutoff_mm": dict(zip([f"{c:g}" for c in cutoffs], cutoff_table["mean ERE (mm)"])),
-    "sella_elongation": float(shape_table.loc["S", "elongation"]) if point_landmarks else None,
-    "median_contour_elongation": float(contour_elongation.median()),
-    "per_landmark_median_ere_mm": dict(zip(landmarks.abbreviations, shape_table["ERE median (mm)"])),
-    "per_landmark_mean_ere_mm": dict(zip(landmarks.abbreviations, shape_table["ERE mean (mm)"])),
-    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_04_1, answer_04_2, answer_04_3)),
-    "exercises_passed": sum(exercise_results.values()),
-}
-written = write_notebook_metrics(paths.output_dir, summary)
-print(f"wrote {paths.show(written)}: mean ERE {ere_mean_mm:.2f} mm, binned r {binned_r:.2f}, Spearman {rho:.2f}; "
-      f"exercises passed {summary['exercises_passed']}/{summary['exercises_attempted']} attempted")
+written = write_summary("04", globals())
 
 # %% [markdown]
 # ## References
