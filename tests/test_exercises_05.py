@@ -12,6 +12,7 @@ from scipy.stats import rankdata
 
 from chh_lib import exercises as check
 from chh_lib.exercises import ExerciseError
+from chh_lib.exercises import notebook_05 as check_05
 
 
 def rank_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -166,3 +167,50 @@ def test_05_3_wrong_answers(score_data):
         check.exercise_05_3({**right, "random_scores": ere, "auroc_random": 11 / 12}, ere, is_outlier)
     with pytest.raises(ExerciseError, match="differ"):
         check.exercise_05_3({**right, "random_scores": np.ones(5), "auroc_random": 0.5}, ere, is_outlier)
+
+
+@pytest.fixture
+def pooled_data() -> tuple:
+    """Pool: outliers (> 4 mm) have ERE 1 and 2, so TPR 0.5 is reached at 2 mm; test: one outlier of two
+    flagged at 2 mm (TPR 0.5, FPR 0.5), none at the calibration threshold 2.6 mm (TPR 0)."""
+    pool_ere = np.array([[1.0], [2.0], [3.0], [4.0]])
+    pool_errors = np.array([[5.0], [5.0], [0.0], [0.0]])
+    test_ere = np.array([[2.5], [1.5], [0.5], [3.0], [9.0]])
+    test_errors = np.array([[6.0], [6.0], [1.0], [1.0], [np.nan]])  # the last landmark is missing
+    return pool_ere, pool_errors, test_ere, test_errors, 2.6, 4.0, 0.5
+
+
+def test_05_4_pooled_threshold(pooled_data):
+    pooled = check_05.pooled_threshold_05_4(*pooled_data[:4], 4.0, 0.5)
+    assert pooled == {"threshold_mm": 2.0, "num_outliers": 2, "test_tpr": 0.5, "test_fpr": 0.5,
+                      "test_num_outliers": 2}
+
+
+def test_05_4_right_answer(pooled_data, capsys):
+    answer = {"verdict": "a", "threshold_mm": 2.0, "num_outliers": 2, "test_tpr": 0.5, "test_fpr": 0.5}
+    assert check.exercise_05_4(answer, *pooled_data) is True
+    out = capsys.readouterr().out
+    assert "correct" in out and "rests on 2 outliers" in out and "+-0.71" in out  # 2 * sqrt(0.25 / 2)
+
+
+def test_05_4_not_attempted(pooled_data, capsys):
+    assert check.exercise_05_4(..., *pooled_data) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+def test_05_4_wrong_answers(pooled_data):
+    right = {"verdict": "a", "threshold_mm": 2.0, "num_outliers": 2, "test_tpr": 0.5, "test_fpr": 0.5}
+    with pytest.raises(ExerciseError, match=r"your prediction \(b\) does not hold: the answer is \(a\)"):
+        check.exercise_05_4({**right, "verdict": "b"}, *pooled_data)
+    with pytest.raises(ExerciseError, match="threshold_mm"):
+        check.exercise_05_4({**right, "threshold_mm": 3.0}, *pooled_data)
+    with pytest.raises(ExerciseError, match="num_outliers should be 2, got 3"):
+        check.exercise_05_4({**right, "num_outliers": 3}, *pooled_data)
+    with pytest.raises(ExerciseError, match="test_fpr"):
+        check.exercise_05_4({**right, "test_fpr": 0.25}, *pooled_data)
+
+
+def test_05_4_same_threshold_is_verdict_c(pooled_data):
+    pool_ere, pool_errors, test_ere, test_errors, _, outlier_mm, target = pooled_data
+    answer = {"verdict": "c", "threshold_mm": 2.0, "num_outliers": 2, "test_tpr": 0.5, "test_fpr": 0.5}
+    assert check.exercise_05_4(answer, pool_ere, pool_errors, test_ere, test_errors, 2.0, outlier_mm, target) is True

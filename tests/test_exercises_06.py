@@ -163,7 +163,7 @@ def test_06_3_wrong_answers():
         check.exercise_06_3({**right, "ere_at_2T_mm": _ere_by_hand(0.5, 0.5)}, z, 1.0, (0.5, 0.5))
     with pytest.raises(ExerciseError, match=r"ere_at_T_mm \(mm\) should be.*2D softmax"):
         check.exercise_06_3({**right, "ere_at_T_mm": at_t * 2}, z, 1.0, (0.5, 0.5))  # pixel size 1 mm
-    with pytest.raises(ExerciseError, match="larger_at_2T should be True"):
+    with pytest.raises(ExerciseError, match="larger_at_2T should be True. Why: ERE .* mm at T = 1, .*S can only grow"):
         check.exercise_06_3({**right, "larger_at_2T": False}, z, 1.0, (0.5, 0.5))
     with pytest.raises(ExerciseError, match="should be True or False"):
         check.exercise_06_3({**right, "larger_at_2T": 1}, z, 1.0, (0.5, 0.5))

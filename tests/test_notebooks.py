@@ -439,6 +439,13 @@ def test_smoke_05_uncertainty_roc(smoke_series):
     if metrics["ere_threshold_mm"] is not None:  # else the gallery falls back to the oracle threshold
         assert counts["true positive"] + counts["false alarm"] == metrics["split_by_ere"]["erroneous_set"]["count"]
     figures = ["roc_curves"] + (["flagged_gallery"] if any(shown.values()) else [])
+    # every AUROC comes with its number of outliers; the pooled threshold (exercise 05.4) is measured on test
+    assert metrics["num_outliers"] == round(metrics["outlier_fraction"] * metrics["num_predictions"])
+    assert 0 <= metrics["num_outliers_non_hard"] <= metrics["num_outliers"]
+    assert metrics["pooled_threshold_splits"][0] == "calibration"
+    assert metrics["pooled_threshold_num_outliers"] >= metrics["ere_threshold_num_outliers"]
+    for key in ("pooled_threshold_test_tpr", "pooled_threshold_test_fpr"):
+        assert metrics[key] is None or 0 <= metrics[key] <= 1
     for name in figures:
         assert (run_dir / "05_uncertainty_roc" / f"{name}.png").stat().st_size > 1000
     # The published notebook runs to the end with the placeholders: no exercise attempted.

@@ -38,11 +38,11 @@ from chh_lib.exercises.notebook_02 import (
 )
 from chh_lib.exercises.notebook_03 import exercise_03_1, exercise_03_2, exercise_03_3
 from chh_lib.exercises.notebook_04 import exercise_04_1, exercise_04_2, exercise_04_3
-from chh_lib.exercises.notebook_05 import exercise_05_1, exercise_05_2, exercise_05_3
+from chh_lib.exercises.notebook_05 import exercise_05_1, exercise_05_2, exercise_05_3, exercise_05_4
 from chh_lib.exercises.notebook_06 import exercise_06_1, exercise_06_2, exercise_06_3
 
 __all__ = ["ExerciseError", "exercise_01_1", "exercise_01_2", "exercise_01_3", "exercise_01_4",
            "exercise_02_1", "exercise_02_2", "exercise_02_3", "exercise_02_4", "exercise_03_1",
            "exercise_03_2", "exercise_03_3", "exercise_04_1",
-           "exercise_04_2", "exercise_04_3", "exercise_05_1", "exercise_05_2", "exercise_05_3", "exercise_06_1",
+           "exercise_04_2", "exercise_04_3", "exercise_05_1", "exercise_05_2", "exercise_05_3", "exercise_05_4", "exercise_06_1",
            "exercise_06_2", "exercise_06_3", "is_attempted"]

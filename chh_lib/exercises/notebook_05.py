@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from chh_lib.exercises.answers import (
+    choice,
     ExerciseError,
     correct,
     expect_close,
@@ -17,6 +18,7 @@ from chh_lib.exercises.answers import (
     number,
 )
 from chh_lib.metrics import outliers, roc_curve_for
+from chh_lib.uncertainty import choose_ere_threshold
 
 #: Absolute tolerance of an AUROC (a rank statistic: exact up to float rounding).
 AUROC_ATOL = 1e-6
@@ -236,3 +238,121 @@ def exercise_05_3(answer: Any, ere: np.ndarray, is_outlier: np.ndarray) -> bool:
     return correct(name, f"-ERE gives {expected_negative:.3f} = 1 - {auroc_ere:.3f}; the random score gives "
                          f"{expected_random:.3f}, {abs(expected_random - 0.5) / standard_error:.1f} standard errors "
                          f"({standard_error:.3f}) from 0.5")
+
+
+#: What each choice of exercise 05.4 says, for the explanation the check prints.
+VERDICTS_05_4 = {
+    "a": "the pooled threshold's test TPR is closer to the target than the calibration threshold's",
+    "b": "the pooled threshold's test TPR is farther from the target than the calibration threshold's",
+    "c": "both thresholds give the same test TPR",
+}
+
+
+def _test_rates(ere_mm: np.ndarray, radial_error_mm: np.ndarray, threshold_mm: float,
+                outlier_mm: float) -> tuple[float, float, int]:
+    """(TPR, FPR, number of outliers) of flagging ERE >= threshold over the present pairs."""
+    error = np.asarray(radial_error_mm, dtype=np.float64)
+    present = ~np.isnan(error)
+    is_outlier = outliers(error[present], outlier_mm)
+    flagged = np.asarray(ere_mm, dtype=np.float64)[present] >= threshold_mm
+    tpr = float(flagged[is_outlier].mean()) if is_outlier.any() else float("nan")
+    fpr = float(flagged[~is_outlier].mean()) if (~is_outlier).any() else float("nan")
+    return tpr, fpr, int(is_outlier.sum())
+
+
+def pooled_threshold_05_4(pool_ere_mm: np.ndarray, pool_errors_mm: np.ndarray, test_ere_mm: np.ndarray,
+                          test_errors_mm: np.ndarray, outlier_mm: float, target_tpr: float) -> dict[str, Any]:
+    """The ERE threshold chosen on the pooled held-out images and its rates on the test split.
+
+    Parameters
+    ----------
+    pool_ere_mm, pool_errors_mm : ndarray, shape (N_pool, K)
+        ERE and radial error (mm) of the pooled held-out images (calibration and test2).
+    test_ere_mm, test_errors_mm : ndarray, shape (N, K)
+        The same for the test split; NaN errors mark missing landmarks.
+    outlier_mm : float
+        Radial error (mm) above which a prediction is an outlier.
+    target_tpr : float
+        Share of the pool's outliers the threshold must flag.
+
+    Returns
+    -------
+    dict
+        ``threshold_mm``, ``num_outliers`` (of the pool), ``test_tpr``, ``test_fpr`` and
+        ``test_num_outliers``.
+    """
+    chosen = choose_ere_threshold(np.asarray(pool_ere_mm, dtype=np.float64),
+                                  np.asarray(pool_errors_mm, dtype=np.float64), outlier_mm, target_tpr)
+    threshold = float(chosen["ere_threshold_mm"])
+    tpr, fpr, test_outliers = _test_rates(test_ere_mm, test_errors_mm, threshold, outlier_mm)
+    return {"threshold_mm": threshold, "num_outliers": chosen["num_outliers"], "test_tpr": tpr, "test_fpr": fpr,
+            "test_num_outliers": test_outliers}
+
+
+def exercise_05_4(answer: Any, pool_ere_mm: np.ndarray, pool_errors_mm: np.ndarray, test_ere_mm: np.ndarray,
+                  test_errors_mm: np.ndarray, calibration_threshold_mm: float, outlier_mm: float,
+                  target_tpr: float) -> bool:
+    r"""Exercise 05.4: predict, then check whether a threshold from more outliers reaches the target TPR better.
+
+    Expected answer::
+
+        {"verdict": str, "threshold_mm": float, "num_outliers": int, "test_tpr": float, "test_fpr": float}
+
+    the ERE threshold that :func:`chh_lib.uncertainty.choose_ere_threshold` picks on
+    the pooled held-out images for ``target_tpr``, the pool's number of outliers,
+    the rates of flagging :math:`\mathrm{ERE} \ge t` on the test split, and the
+    letter of :data:`VERDICTS_05_4` comparing :math:`|\mathrm{TPR} - \text{target}|`
+    with that of ``calibration_threshold_mm`` (equal within :math:`10^{-9}`: ``"c"``).
+    The verdict is checked first; a wrong one is explained.
+
+    Parameters
+    ----------
+    answer : dict or Ellipsis
+    pool_ere_mm, pool_errors_mm : ndarray, shape (N_pool, K)
+        The pooled held-out images (calibration and test2), mm.
+    test_ere_mm, test_errors_mm : ndarray, shape (N, K)
+        The test split, mm; NaN errors mark missing landmarks.
+    calibration_threshold_mm : float
+        The threshold chosen on the calibration split alone.
+    outlier_mm, target_tpr : float
+
+    Returns
+    -------
+    bool
+        True when correct, False when not attempted.
+
+    Raises
+    ------
+    ExerciseError
+        When the answer is wrong.
+    """
+    name = "05.4"
+    if not is_attempted(answer):
+        return not_attempted(name)
+    given = fields(answer, ("verdict", "threshold_mm", "num_outliers", "test_tpr", "test_fpr"), name)
+    verdict = choice(given["verdict"], VERDICTS_05_4, name)
+    pooled = pooled_threshold_05_4(pool_ere_mm, pool_errors_mm, test_ere_mm, test_errors_mm, outlier_mm, target_tpr)
+    plain_tpr, _, test_outliers = _test_rates(test_ere_mm, test_errors_mm, calibration_threshold_mm, outlier_mm)
+    gap_pooled, gap_plain = abs(pooled["test_tpr"] - target_tpr), abs(plain_tpr - target_tpr)
+    expected = "c" if abs(gap_pooled - gap_plain) <= 1e-9 else ("a" if gap_pooled < gap_plain else "b")
+    standard_error = math.sqrt(target_tpr * (1 - target_tpr) / test_outliers) if test_outliers else float("nan")
+    explanation = (
+        f"the pooled threshold {pooled['threshold_mm']:.2f} mm rests on {pooled['num_outliers']} outliers and gives "
+        f"test TPR {pooled['test_tpr']:.3f}; the calibration threshold {calibration_threshold_mm:.2f} mm gives "
+        f"{plain_tpr:.3f} (target {target_tpr:g}). More outliers make the threshold a less noisy estimate, but the "
+        f"test TPR is itself measured on only {test_outliers} outliers: even a perfect threshold would land within "
+        f"about +-{2 * standard_error:.2f} of the target (2 binomial standard errors), so a gap smaller than that "
+        "is not evidence either way.")
+    if verdict != expected:
+        raise ExerciseError(f"Exercise {name}: your prediction ({verdict}) does not hold: the answer is ({expected}), "
+                            f"{VERDICTS_05_4[expected]}. Why: {explanation}")
+    hint = ("pass pool_ere_mm and pool_errors_mm with outlier_mm and target_tpr to choose_ere_threshold, then flag the "
+            "present test pairs with predictions.ere_mm >= that threshold and compare with errors > outlier_mm.")
+    expect_close(number(given["threshold_mm"], "threshold_mm", name), pooled["threshold_mm"], "threshold_mm (mm)",
+                 hint, name)
+    if int(given["num_outliers"]) != pooled["num_outliers"]:
+        raise ExerciseError(f"Exercise {name}: num_outliers should be {pooled['num_outliers']}, got "
+                            f"{given['num_outliers']}. Hint: count the pooled pairs with an error above outlier_mm.")
+    for key in ("test_tpr", "test_fpr"):
+        expect_close(number(given[key], key, name), pooled[key], key, hint, name)
+    return correct(name, f"({expected}) {explanation}")

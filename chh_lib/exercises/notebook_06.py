@@ -221,7 +221,13 @@ def exercise_06_3(answer: Any, logits: np.ndarray, temperature: float, pixel_siz
     expect_close(number(given["ere_at_T_mm"], "ere_at_T_mm", name), at_t, "ere_at_T_mm (mm)", hint, name)
     expect_close(number(given["ere_at_2T_mm"], "ere_at_2T_mm", name), at_2t, "ere_at_2T_mm (mm)",
                  hint + " Use 2 T, not T / 2.", name)
+    explanation = (
+        f"ERE {at_t:.3f} mm at T = {temperature:.3g}, {at_2t:.3f} mm at 2T. Doubling T halves every logit gap to "
+        "the mode, so each pixel's ratio p(i) / max p is raised to the power 1/2: it grows towards 1. More pixels "
+        "pass the cutoff (S can only grow) and the weights q inside S even out. For a heatmap whose ratio falls "
+        "with the distance from the mode (one peak) the far pixels gain the most, so the ERE grows; with a strong "
+        "second peak far away it can shrink, because the near low-ratio pixels gain weight at that peak's expense. "
+        + ("Here it grew." if at_2t > at_t else "Here it did not grow."))
     if flag(given["larger_at_2T"], "larger_at_2T", name) != (at_2t > at_t):
-        raise ExerciseError(f"Exercise {name}: larger_at_2T should be {at_2t > at_t} (ERE {at_t:.3f} mm at T, "
-                            f"{at_2t:.3f} mm at 2T).")
-    return correct(name, f"ERE {at_t:.2f} mm at T = {temperature:.3g} and {at_2t:.2f} mm at 2T")
+        raise ExerciseError(f"Exercise {name}: larger_at_2T should be {at_2t > at_t}. Why: {explanation}")
+    return correct(name, explanation)

@@ -27,7 +27,8 @@
 # 4. Look at a true detection, a false alarm and a missed outlier side by side, and see how the
 #    authors' split (by the true error) differs from a split by the ERE.
 #
-# The notebook ends with a recap, three exercises with checked answers, and references.
+# The notebook ends with common pitfalls, a recap, four exercises with checked answers (the last a
+# predict-then-check question on a threshold chosen from more outliers), and references.
 
 # %% [markdown]
 # ## Imports
@@ -52,7 +53,8 @@ from chh_lib.metrics import (
     split_by_score,
 )
 from chh_lib.plots import heatmap_overlay, roc_curves
-from chh_lib.uncertainty import choose_ere_threshold
+from chh_lib.summaries import write_summary
+from chh_lib.uncertainty import MIN_OUTLIERS, choose_ere_threshold
 from chh_lib.widgets import HeatmapReader
 from chh_lib.workflow import (
     ensure_calibrated,
@@ -61,7 +63,6 @@ from chh_lib.workflow import (
     notebook_paths,
     notebook_profile,
     save_figure,
-    write_notebook_metrics,
 )
 
 # %% [markdown]
@@ -186,6 +187,9 @@ def auroc_statistic(name):
 
 
 auroc_ci95 = {name: bootstrap_ci(auroc_statistic(name), N, resamples, seed) for name in score_names}
+num_outliers = int(is_outlier[present].sum())
+print(f"AUROC over {num_outliers} outliers and {int(present.sum()) - num_outliers} inliers ({N} test images), "
+      f"95 % intervals from {resamples} resamples of the images:")
 display(pd.DataFrame({"AUROC": auroc, "CI 2.5 %": {n: c[0] for n, c in auroc_ci95.items()},
                       "CI 97.5 %": {n: c[1] for n, c in auroc_ci95.items()}}).rename(index=score_names).round(3))
 
@@ -215,6 +219,7 @@ def auroc_non_hard_statistic(name):
 
 auroc_non_hard_ci95 = {name: bootstrap_ci(auroc_non_hard_statistic(name), len(rows_non_hard), resamples, seed)
                        for name in score_names}
+print(f"all images: over {num_outliers} outliers; non-hard images: over {int(is_outlier[non_hard].sum())} outliers")
 display(pd.DataFrame({
     "AUROC, all images": auroc,
     f"AUROC, {len(rows_non_hard)} non-hard images": auroc_non_hard,
@@ -288,7 +293,10 @@ for images, delta in difference.items():
 # **calibration split** (the images the temperatures were fitted on, never the test split) and then
 # applied to the test split. `chh calibrate` does the same and stores $t^\ast$ in the run. The
 # threshold that the test split itself would pick is printed beside it as an *oracle*: the gap between
-# the two is what tuning on the reported data would flatter.
+# the two is what tuning on the reported data would flatter. With fewer than
+# `chh_lib.uncertainty.MIN_OUTLIERS` = 10 outliers on the calibration split, `chh calibrate` stores no
+# threshold at all (it names an outlier cut that would give enough); the line below says where this
+# split stands.
 
 # %%
 calibration_set = run.dataset("calibration")
@@ -308,7 +316,10 @@ oracle_flagged = ere >= oracle_threshold
 oracle_tpr = float(oracle_flagged[outlier_flat].mean()) if outlier_flat.any() else float("nan")
 oracle_fpr = float(oracle_flagged[~outlier_flat].mean()) if (~outlier_flat).any() else float("nan")
 print(f"calibration split: {len(calibration_set)} images, {chosen['num_outliers']} outliers of "
-      f"{chosen['num_predictions']} predictions -> ERE threshold {ere_threshold:.2f} mm")
+      f"{chosen['num_predictions']} predictions -> ERE threshold {ere_threshold:.2f} mm"
+      + (f" (fewer than {MIN_OUTLIERS} outliers: chh calibrate would store none; a cut of "
+         f"{chosen['suggested_outlier_threshold_mm']:g} mm would give {MIN_OUTLIERS})"
+         if chosen["num_outliers"] < MIN_OUTLIERS else f" ({MIN_OUTLIERS} or more outliers: chh calibrate stores it)"))
 print(f"applied to the test split: TPR {tpr_at:.3f}, FPR {fpr_at:.3f}; "
       f"{int(flagged.sum())} of {flagged.size} predictions flagged")
 print(f"oracle (tuned on the test split itself): {oracle_threshold:.2f} mm -> TPR {oracle_tpr:.3f}, "
@@ -463,6 +474,19 @@ print(f"the two splits disagree on {disagree} of {flagged.size} predictions "
       f"{int((~flagged & flagged_by_error).sum())} only by the true error)")
 
 # %% [markdown]
+# > **Common pitfalls**
+# >
+# > - *Quoting an AUROC without its number of outliers.* An AUROC over 10 outliers and one over 500 are
+# >   different evidence; give the count and the bootstrap interval beside it.
+# > - *Resampling (image, landmark) pairs instead of images.* The landmarks of one image fail together;
+# >   a pairwise bootstrap gives intervals that are too narrow.
+# > - *Choosing the ERE threshold on the test split.* That is the oracle; choose it on held-out images
+# >   and report what it does on the test split.
+# > - *Expecting the target TPR on new images.* A threshold chosen from a few outliers lands far from its
+# >   target; pool held-out splits, or state the TPR's interval.
+# > - *Splitting good and erroneous sets by the true error.* A deployed system knows only the ERE.
+
+# %% [markdown]
 # ## Recap
 #
 # - An **outlier** is a prediction whose true radial error exceeds $r_\text{out}$ (here 4 mm, the largest
@@ -607,47 +631,72 @@ if solutions:
 exercise_results["05_3"] = check.exercise_05_3(answer_05_3, ere, outlier_flat)
 
 # %% [markdown]
-# ## Summary (for the test suite)
+# ### Exercise 05.4 · Predict, then check: a threshold chosen from more outliers
 #
-# The key numbers go to `RUN_DIR/05_uncertainty_roc/metrics.json` (with the figures above), for the test
-# suite; they include how many exercises were attempted and passed.
+# The calibration split gave $t^\ast$ from only the outliers counted in the threshold section, and its
+# TPR on the test split was printed there beside the target `target_tpr`. A remedy is to choose the
+# threshold on **more held-out images**: the cell below pools the calibration split with `test2` (images
+# that training never saw, never reported here) into `pool_ere_mm` and `pool_errors_mm` (shape
+# (N_pool, K), mm).
+#
+# **First predict**, without computing: on the test split, the pooled threshold's TPR will be
+#
+# - **(a)** closer to `target_tpr` than the calibration threshold's;
+# - **(b)** farther from it;
+# - **(c)** the same.
+#
+# Then choose the pooled threshold with `choose_ere_threshold(pool_ere_mm, pool_errors_mm, outlier_mm,
+# target_tpr)` and apply it to the present test pairs (`predictions.ere_mm`, `errors`; flag
+# $\text{ERE} \ge t$, outlier when the error exceeds `outlier_mm`). Answer with
+# `answer_05_4 = {"verdict": ..., "threshold_mm": ..., "num_outliers": ..., "test_tpr": ..., "test_fpr": ...}`
+# (`num_outliers`: the pool's). The check tests the letter first, and explains why the test TPR can miss
+# the target even with a good threshold.
 
 # %%
-summary = {
-    "profile": profile,
-    "device": torch_device.type,
-    "num_test_images": N,
-    "num_predictions": int(present.sum()),
-    "outlier_mm": outlier_mm,
-    "outlier_fraction": outlier_fraction,
-    "auroc": auroc,
-    "auroc_ci95": {name: list(ci) for name, ci in auroc_ci95.items()},
-    "bootstrap_resamples": resamples,
-    "target_tpr": target_tpr,
-    "ere_threshold_mm": ere_threshold,
-    "ere_threshold_split": "calibration",
-    "tpr_at_threshold": tpr_at,
-    "fpr_at_threshold": fpr_at,
-    "ere_threshold_oracle_mm": oracle_threshold,
-    "auroc_non_hard": auroc_non_hard,
-    "auroc_non_hard_ci95": {name: list(ci) for name, ci in auroc_non_hard_ci95.items()},
-    "num_non_hard_images": len(rows_non_hard),
-    "outliers_on_hard_images": outliers_on_hard,
-    "auroc_difference_ere_minus_entropy": difference,
-    "auroc_difference_ci95": {images: list(ci) for images, ci in difference_ci95.items()},
-    "split_by_ere": split,
-    "split_by_true_error": by_error,
-    "splits_disagree": disagree,
-    "gallery_outliers": top_ere_outliers,
-    "gallery_kind_counts": kind_counts,
-    "gallery_shown": {kind: len(cells) for kind, cells in gallery.items()},
-    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_05_1, answer_05_2, answer_05_3)),
-    "exercises_passed": sum(exercise_results.values()),
-}
-written = write_notebook_metrics(paths.output_dir, summary)
-print(f"wrote {paths.show(written)}: AUROC of ERE {auroc['ere']:.3f}, threshold {ere_threshold:.2f} mm, "
-      f"outliers {100 * outlier_fraction:.1f} %; exercises passed {summary['exercises_passed']}/"
-      f"{summary['exercises_attempted']} attempted")
+pool_names = ["calibration"] + (["test2"] if run.data.splits.get("test2") else [])
+pool_sets = [calibration_set] + [run.dataset(name) for name in pool_names[1:]]
+pool_predictions = [calibration_predictions] + [
+    predict(run.model, extra, torch_device, temperatures=temperatures, ere_cutoff=run.config.eval.ere_cutoff)
+    for extra in pool_sets[1:]]
+pool_ere_mm = np.concatenate([p.ere_mm for p in pool_predictions])  # (N_pool, K)
+pool_errors_mm = np.concatenate([radial_error_mm(p.pred_px, d.target_px, d.pixel_size_mm)
+                                 for p, d in zip(pool_predictions, pool_sets)])
+print(f"pool: {' + '.join(pool_names)} = {pool_ere_mm.shape[0]} images")
+
+# %% tags=["exercise"]
+answer_05_4 = ...  # your code here
+
+# %% [markdown]
+# Solution (hidden; expand it after trying):
+
+# %% tags=["solution"]
+if solutions:
+    pooled = choose_ere_threshold(pool_ere_mm, pool_errors_mm, outlier_mm, target_tpr)
+    pooled_flagged = predictions.ere_mm[present] >= pooled["ere_threshold_mm"]
+    pooled_outlier = errors[present] > outlier_mm
+    pooled_tpr = float(pooled_flagged[pooled_outlier].mean())
+    pooled_fpr = float(pooled_flagged[~pooled_outlier].mean())
+    gap_pooled, gap_plain = abs(pooled_tpr - target_tpr), abs(tpr_at - target_tpr)
+    letter = "c" if abs(gap_pooled - gap_plain) <= 1e-9 else ("a" if gap_pooled < gap_plain else "b")
+    answer_05_4 = {"verdict": letter, "threshold_mm": pooled["ere_threshold_mm"],
+                   "num_outliers": pooled["num_outliers"], "test_tpr": pooled_tpr, "test_fpr": pooled_fpr}
+    print(f"pooled: {pooled['ere_threshold_mm']:.2f} mm from {pooled['num_outliers']} outliers -> test TPR "
+          f"{pooled_tpr:.3f}, FPR {pooled_fpr:.3f}; calibration only: {ere_threshold:.2f} mm from "
+          f"{chosen['num_outliers']} -> TPR {tpr_at:.3f}, FPR {fpr_at:.3f} (target {target_tpr:g})")
+
+# %% [markdown]
+# Check your answer:
+
+# %%
+exercise_results["05_4"] = check.exercise_05_4(answer_05_4, pool_ere_mm, pool_errors_mm, predictions.ere_mm, errors,
+                                               ere_threshold, outlier_mm, target_tpr)
+
+# %% [markdown]
+# The notebook's key numbers go to `RUN_DIR/05_uncertainty_roc/metrics.json` for the test suite
+# (`chh_lib/summaries/notebook_05.py` lists them):
+
+# %%
+written = write_summary("05", globals())
 
 # %% [markdown]
 # ## References

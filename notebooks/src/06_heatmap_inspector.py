@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from chh_lib import exercises as check
 from chh_lib.devices import choose_device
 from chh_lib.plots import heatmap_overlay
+from chh_lib.summaries import write_summary
 from chh_lib.widgets import HeatmapInspector, HeatmapReader, small_multiples
 from chh_lib.workflow import (
     ensure_calibrated,
@@ -46,7 +47,6 @@ from chh_lib.workflow import (
     notebook_paths,
     notebook_profile,
     save_figure,
-    write_notebook_metrics,
 )
 
 # %% [markdown]
@@ -216,7 +216,7 @@ for panel, reading in enumerate(pair):
 save_figure(figure, paths.output_dir / "contour_vs_sella.png")
 for reading in pair:
     print(f"{reading.landmark:>8}: ERE {reading.ere_mm:.2f} mm, radial error {reading.radial_error_mm:.2f} mm, "
-          f"mode probability {reading.mode_prob:.4f}, |S| = {reading.significant_pixels} px")
+          f"mode probability {reading.mode_prob:.3g}, |S| = {reading.significant_pixels} px")
 
 # %% [markdown]
 # ## The worst outlier: wrong prediction, large ERE?
@@ -299,7 +299,7 @@ for panel, factor in enumerate(factors):
     axes = figure.add_subplot(1, 3, panel + 1)
     heatmap_overlay(image, reading.heatmap, reading.prediction_px, reading.target_px, reading.annotators_px,
                     crop_half_size_px=crop, ax=axes, significant_cutoff=reading.ere_cutoff,
-                    title=f"T = {factor:g} × {fitted:.3g}\nmode probability {reading.mode_prob:.3f}, "
+                    title=f"T = {factor:g} × {fitted:.3g}\nmode probability {reading.mode_prob:.3g}, "
                           f"ERE {reading.ere_mm:.2f} mm")
     if panel:
         axes.get_legend().remove()
@@ -330,7 +330,7 @@ figure.suptitle(f"{landmarks.names[start_landmark]} in {reader.image_ids[start_i
 save_figure(figure, paths.output_dir / "temperature_sweep.png")
 distinct_predictions = len({tuple(r.prediction_px) for r in curve})
 print(f"{distinct_predictions} distinct prediction(s) over {len(sweep)} temperatures; mode probability "
-      f"{curve[0].mode_prob:.3f} -> {curve[-1].mode_prob:.3f}, ERE {curve[0].ere_mm:.2f} -> {curve[-1].ere_mm:.2f} mm")
+      f"{curve[0].mode_prob:.3g} -> {curve[-1].mode_prob:.3g}, ERE {curve[0].ere_mm:.2f} -> {curve[-1].ere_mm:.2f} mm")
 
 # %% [markdown]
 # ## All 19 heatmaps of one image
@@ -341,6 +341,18 @@ print(f"{distinct_predictions} distinct prediction(s) over {len(sweep)} temperat
 
 # %%
 _ = save_figure(small_multiples(reader, start_image), paths.output_dir / "all_heatmaps.png")
+
+# %% [markdown]
+# > **Common pitfalls**
+# >
+# > - *Judging a heatmap on a linear colour scale.* The tails that make the ERE are invisible there; use
+# >   the log scale and the outline of the significant set $S$.
+# > - *Reading a large ERE as a wrong prediction.* A false alarm is a spread heatmap whose mode is right;
+# >   the ERE is a risk, not an error.
+# > - *Tuning the flag threshold by clicking through the test split.* The threshold comes from held-out
+# >   data (notebook 05); the inspector only shows what it does.
+# > - *Printing small probabilities with fixed decimals.* Flattened by a large $T$, a mode probability of a
+# >   few thousandths prints as 0.000 with `.3f`; this notebook prints three significant digits (`.3g`).
 
 # %% [markdown]
 # ## Recap
@@ -434,13 +446,19 @@ exercise_results["06_2"] = check.exercise_06_2(answer_06_2, scores.ere_mm, score
                                                reader.ere_threshold_mm, reader.outlier_threshold_mm)
 
 # %% [markdown]
-# ### Exercise 06.3 · Does doubling the temperature increase the ERE?
+# ### Exercise 06.3 · Predict, then check: does doubling the temperature increase the ERE?
+#
+# **First predict**, without computing, and write your guess for `larger_at_2T` down (in a comment):
+# does doubling $T$ make the ERE of a heatmap larger, smaller, or can it go either way? (Hint for the
+# argument: what happens to the ratio $p(i)/\max_j p(j)$ of each pixel?) The check explains the answer.
+# Then compute:
 #
 # `reader.logits(start_image)[0, start_landmark].numpy()` (shape (H, W)) are the logits $z$ of the first
 # inspector's landmark, `temperatures[start_landmark]` its fitted temperature $T$,
 # `reader.dataset.pixel_size_mm[start_image]` the pixel size and `reader.ere_cutoff` the cutoff $c$. With
 # NumPy only (a 2D softmax with the maximum subtracted before `exp`, then the ERE formula at the top),
-# compute the ERE at $T$ and at $2T$ and say whether it is larger at $2T$. `reader.read(start_image,
+# compute the ERE at $T$ and at $2T$ and say whether it is larger at $2T$ (keep your prediction if the
+# numbers agree; if they do not, read the check's explanation). `reader.read(start_image,
 # start_landmark, 2 * T).ere_mm` lets you check yourself. Answer with
 # `answer_06_3 = {"ere_at_T_mm": ..., "ere_at_2T_mm": ..., "larger_at_2T": ...}`.
 
@@ -475,49 +493,11 @@ exercise_results["06_3"] = check.exercise_06_3(answer_06_3, reader.logits(start_
                                                reader.dataset.pixel_size_mm[start_image], reader.ere_cutoff)
 
 # %% [markdown]
-# ## Summary (for the test suite)
-#
-# The key numbers go to `RUN_DIR/06_heatmap_inspector/metrics.json` (with the figures above), for the
-# test suite; they include how many exercises were attempted and passed.
+# The notebook's key numbers go to `RUN_DIR/06_heatmap_inspector/metrics.json` for the test suite
+# (`chh_lib/summaries/notebook_06.py` lists them):
 
 # %%
-def pair_summary(reading):
-    """The numbers of one reading, for metrics.json."""
-    return {"image_id": reading.image_id, "landmark": reading.landmark, "temperature": reading.temperature,
-            "ere_mm": reading.ere_mm, "radial_error_mm": reading.radial_error_mm, "mode_prob": reading.mode_prob,
-            "significant_pixels": reading.significant_pixels, "flagged": reading.flagged}
-
-
-summary = {
-    "profile": profile,
-    "device": torch_device.type,
-    "widgets_built": inspector.widget is not None and len(inspector.controls) > 0,
-    "num_controls": len(inspector.controls),
-    "num_test_images": reader.num_images,
-    "cache_max_images": reader.cache.max_images,
-    "cached_images": len(reader.cache),
-    "ere_threshold_mm": reader.ere_threshold_mm,
-    "default_selection": pair_summary(default_reading),
-    "cutoff_sweep": {"image_id": reader.image_ids[spread_image], "cutoffs": list(cutoff_values),
-                     "significant_pixels": [r.significant_pixels for r in cutoff_readings],
-                     "ere_mm": [r.ere_mm for r in cutoff_readings]},
-    "sella": {"ere_mm": pair[1].ere_mm, "radial_error_mm": pair[1].radial_error_mm},
-    "worst": {**pair_summary(worst), "ere_rank": ere_rank, "hard_case": worst.image_id in hard},
-    "num_outliers": num_outliers,
-    "num_flagged": num_flagged,
-    "num_false_alarms": len(false_alarm_pairs),
-    "first_false_alarm": None if first_false_alarm is None else pair_summary(first_false_alarm),
-    "median_ere_mm": median_ere,
-    "temperature_sweep": {"temperatures": sweep.tolist(), "mode_prob": [r.mode_prob for r in curve],
-                          "ere_mm": [r.ere_mm for r in curve]},
-    "distinct_predictions_over_sweep": distinct_predictions,
-    "exercises_attempted": sum(check.is_attempted(a) for a in (answer_06_1, answer_06_2, answer_06_3)),
-    "exercises_passed": sum(exercise_results.values()),
-}
-written = write_notebook_metrics(paths.output_dir, summary)
-print(f"wrote {paths.show(written)}: {summary['num_controls']} controls; default selection ERE "
-      f"{default_reading.ere_mm:.2f} mm, radial error {default_reading.radial_error_mm:.2f} mm; exercises passed "
-      f"{summary['exercises_passed']}/{summary['exercises_attempted']} attempted")
+written = write_summary("06", globals())
 
 # %% [markdown]
 # ## References
