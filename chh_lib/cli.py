@@ -44,13 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an operating-system error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    phantom = commands.add_parser("phantom", help="generate synthetic cephalograms in the ISBI 2015 layout")
+    phantom = commands.add_parser("phantom", help="generate synthetic cephalograms (ISBI 2015 layout or labelme files)")
     phantom.add_argument("out_dir", type=Path)
     phantom.add_argument("--num-images", type=_positive_int, default=400)
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("W", "H"), default=(640, 800))
     phantom.add_argument("--hard-fraction", type=float, default=0.1)
     phantom.add_argument("--overwrite", action="store_true", help="replace what OUT_DIR holds")
+    phantom.add_argument("--format", choices=("isbi2015", "labelme"), default="isbi2015",
+                         help="isbi2015 (default): the ISBI layout; labelme: labelme 5 JSON files beside PNG images")
+    phantom.add_argument("--annotators", type=int, choices=(1, 2),
+                         help="labelme: write the senior annotator only (1) or senior and junior (2, default)")
+    phantom.add_argument("--plant-mess", action="store_true",
+                         help="labelme: plant duplicated labels, imagePath values naming other files and a corrupt "
+                              "image (seeded; listed in dataset.yaml under generator.planted)")
     phantom.set_defaults(handler=_run_phantom)
 
     train = commands.add_parser("train", help="train a heatmap network")
@@ -154,6 +161,11 @@ def _run_phantom(args: argparse.Namespace) -> None:
     from chh_lib.data.phantom_dataset import write_phantom_dataset
     from chh_lib.landmarks import ISBI_2015
 
+    if args.format == "labelme":
+        _run_labelme_phantom(args)
+        return
+    if args.plant_mess or args.annotators is not None:
+        raise ChhError("--plant-mess and --annotators apply to --format labelme only")
     summary = write_phantom_dataset(
         args.out_dir, args.num_images, args.seed, tuple(args.image_size), args.hard_fraction, args.overwrite
     )
@@ -166,6 +178,36 @@ def _run_phantom(args: argparse.Namespace) -> None:
         print(f"{name:<24} {distance:>24.2f} {ratio_text:>16}")
     print(f"{'mean':<24} {summary.mean_distance_mm.mean():>24.2f}")
     print("SD along/across: SD of the annotators' difference along the contour tangent over the SD across it")
+
+
+def _run_labelme_phantom(args: argparse.Namespace) -> None:
+    from chh_lib.data.messy_labelme import ANNOTATOR_FOLDERS, MessCounts, write_labelme_phantom
+
+    summary = write_labelme_phantom(
+        args.out_dir, args.num_images, args.seed, tuple(args.image_size), args.hard_fraction, args.annotators or 2,
+        MessCounts() if args.plant_mess else None, args.overwrite,
+    )
+    state = "wrote" if summary.written else "already up to date (dataset.yaml kept as it is):"
+    folders = ", ".join(f"{name} in {ANNOTATOR_FOLDERS[name]}/" for name in summary.annotators)
+    print(f"{state} {summary.root}: {summary.num_images} PNG images with labelme 5 files ({folders})")
+    planted = summary.planted
+    if not planted:
+        print(f"no mess planted; next: chh data check {summary.root}")
+        return
+    print("planted mess (also listed in dataset.yaml under generator.planted):")
+    duplicates = planted["duplicate_labels"]
+    print(f"  {len(duplicates)} files place a label twice (a stray second click): "
+          + ", ".join(f"{entry['file']} ({entry['label']})" for entry in duplicates))
+    kinds = {
+        "old_names": "imagePath is the old name",
+        "windows_paths": "imagePath is a Windows path to another name",
+        "windows_same_name": "imagePath is a Windows path to the right name (not mess: only the file name counts)",
+    }
+    for kind, words in kinds.items():
+        print(f"  {len(planted[kind])} files: {words}: "
+              + ", ".join(f"{entry['file']} ({entry['imagePath']})" for entry in planted[kind]))
+    print("  corrupt images (cut to half their bytes): " + ", ".join(planted["corrupt_images"]))
+    print(f"next: chh data check {summary.root}")
 
 
 def _run_train(args: argparse.Namespace) -> int | None:
