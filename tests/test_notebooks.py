@@ -355,6 +355,9 @@ def test_smoke_04_expected_radial_error(smoke_series):
         assert low is None or -1 <= low <= high <= 1
     low, high = metrics["spearman_ci95"]
     assert low - 1e-9 <= metrics["spearman"] <= high + 1e-9
+    (low_r, high_r), (low_rho, high_rho) = metrics["binned_pearson_ci95"], metrics["spearman_ci95"]
+    if None not in (low_r, high_r, low_rho, high_rho):
+        assert metrics["binned_pearson_and_spearman_ci95_overlap"] is (low_r <= high_rho and low_rho <= high_r)
     # the verdict on the binned r follows the stated threshold
     assert metrics["binned_pearson_sharp_fall"] == 0.2
     if metrics["binned_pearson"] is not None and metrics["binned_pearson_without_top_bin"] is not None:

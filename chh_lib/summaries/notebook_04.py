@@ -27,7 +27,8 @@ def summary(namespace: Mapping[str, Any]) -> dict[str, Any]:
     -------
     dict
         Pair and bin counts, mean ERE and MRE (mm), the four correlations with the
-        bootstrap intervals of the binned r and Spearman rho, the binned r without
+        bootstrap intervals of the binned r and Spearman rho (and whether they
+        overlap), the binned r without
         its top bin and the verdict on its fall, the shuffled baseline, the readable
         ERE's agreement with the library, the mean ERE per cutoff, elongations and
         per-landmark medians and means (mm), the contour-versus-sella comparison, and
@@ -52,6 +53,7 @@ def summary(namespace: Mapping[str, Any]) -> dict[str, Any]:
         "spearman_ci95": _interval(ns["rho_ci95"]),
         "binned_pearson": float(ns["binned_r"]),
         "binned_pearson_ci95": _interval(ns["binned_r_ci95"]),
+        "binned_pearson_and_spearman_ci95_overlap": bool(ns["intervals_overlap"]),
         "binned_pearson_without_top_bin": float(ns["binned_r_without_top"]),
         "binned_pearson_sharp_fall": float(ns["SHARP_FALL"]),
         "binned_pearson_rests_on_top_bin": bool(ns["rests_on_top_bin"]) if "rests_on_top_bin" in ns else None,

@@ -69,7 +69,8 @@ from chh_lib.summaries import write_summary
 # `profile` is `smoke` (tiny model, for tests), `cpu` (the default; the shipped pretrained phantom model
 # when none exists yet) or `paper`; it is read from `CHH_PROFILE` when set. Relative paths are resolved
 # against the repository root; `None` selects the profile's defaults. `num_resamples` is the number of
-# bootstrap resamples of the test images behind each interval (None: 1000, or 50 under `smoke`).
+# bootstrap resamples of the test images behind each interval (None: the run's `eval.bootstrap_resamples`,
+# as `chh evaluate` uses, 1000 under `cpu`; 50 under `smoke`, to stay fast).
 # `solutions = True` runs the hidden solutions of the exercises at the end (the test suite does; a
 # student leaves it `False`).
 
@@ -103,7 +104,9 @@ K = landmarks.num_landmarks
 width, height = run.config.data.image_size
 test_set = run.dataset("test")
 hard_ids = set(run.data.descriptor.get("hard_cases", []))
-resamples = int(num_resamples) if num_resamples is not None else (50 if profile == "smoke" else 1000)
+resamples = int(num_resamples) if num_resamples is not None else (
+    50 if profile == "smoke" else run.config.eval.bootstrap_resamples)
+bootstrap_seed = run.config.eval.bootstrap_seed  # the seed of chh evaluate's resamples
 print(f"model {paths.show(paths.model_dir)}: {run.config.model.name} at {width} x {height}; test split "
       f"{len(test_set)} images ({len(hard_ids & set(test_set.image_ids))} hard); temperatures "
       f"{temperatures.min():.2f}-{temperatures.max():.2f}")
@@ -241,7 +244,10 @@ display(cutoff_table.round(3).T)
 # The test split is one sample of images, so each number gets a 95 % **bootstrap interval**: resample the
 # test images with replacement (`num_resamples` times, whole images, because the 19 landmarks of one
 # image fail together), recompute, and take the 2.5th and 97.5th percentiles (`chh_lib.metrics.bootstrap_ci`,
-# the same resamples as `chh evaluate`'s `ere_error_binned_pearson_ci95` and `spearman_ci95`). The figure
+# the same resamples as `chh evaluate`'s `ere_error_binned_pearson_ci95` and `spearman_ci95`). The width
+# of an interval is how far the number could move on another test set of the same size: a binned $r$
+# made of few bins, one of them the gross failures, can move far when a few hard images are drawn or
+# left out. The line under the intervals compares the widths and says whether the intervals overlap. The figure
 # (`chh_lib.plots.ere_vs_error`) shows the raw pairs and the bin means on log-log axes.
 
 # %%
@@ -264,12 +270,20 @@ def over_resampled_images(statistic):
 
 num_test_images = len(test_set)
 binned_r_ci95 = bootstrap_ci(over_resampled_images(lambda e, r: binned_pearson(e, r, bin_size=36)),
-                             num_test_images, resamples, seed)
-rho_ci95 = bootstrap_ci(over_resampled_images(spearman), num_test_images, resamples, seed)
+                             num_test_images, resamples, bootstrap_seed)
+rho_ci95 = bootstrap_ci(over_resampled_images(spearman), num_test_images, resamples, bootstrap_seed)
+binned_r_ci_width = float(binned_r_ci95[1] - binned_r_ci95[0])
+rho_ci_width = float(rho_ci95[1] - rho_ci95[0])
+intervals_overlap = bool(binned_r_ci95[0] <= rho_ci95[1] and rho_ci95[0] <= binned_r_ci95[1])
 print(f"{ere.size} pairs ({ere.size // 36} bins of 36): mean ERE {ere_mean_mm:.3f} mm, mean radial error "
       f"{errors.mean():.3f} mm")
 print(f"95 % intervals over {resamples} resamples of the {num_test_images} test images: binned r {binned_r:.3f} "
       f"[{binned_r_ci95[0]:.3f}, {binned_r_ci95[1]:.3f}], Spearman rho {rho:.3f} [{rho_ci95[0]:.3f}, {rho_ci95[1]:.3f}]")
+if np.isfinite([binned_r_ci_width, rho_ci_width]).all():
+    print(f"widths: binned r {binned_r_ci_width:.3f}, Spearman rho {rho_ci_width:.3f}; the binned r's interval is "
+          + ("the wider" if binned_r_ci_width > rho_ci_width else "not the wider") + ", and the two intervals "
+          + ("overlap: on this test set the gap between r and rho could be sampling noise" if intervals_overlap
+             else "do not overlap: the gap between r and rho is not sampling noise of the test images"))
 display(pd.DataFrame({"value": [raw_r, rho, binned_r, binned_r_without_top]}, index=pd.Index(
     ["Pearson r, raw pairs", "Spearman rho, raw pairs", "binned Pearson r (paper)", "binned r without the top bin"],
     name="measure")).round(3).T)
@@ -315,10 +329,15 @@ if ere_means_mm.size >= 2:
           f"{error_means_mm[:-1].min():.2f}-{error_means_mm[:-1].max():.2f} mm")
     fall_without_top = binned_r - binned_r_without_top
     rests_on_top_bin = bool(fall_without_top > SHARP_FALL)
-    print(f"binned r {binned_r:.3f} with the top bin, {binned_r_without_top:.3f} without it: a fall of "
-          f"{fall_without_top:.3f}, " + (f"sharp (> {SHARP_FALL}): the binned r rests on the top bin, the gross "
-                                         "failures" if rests_on_top_bin else
-                                         f"not sharp (<= {SHARP_FALL}): the binned r does not rest on the top bin alone"))
+    if rests_on_top_bin:
+        fall_words = (f"a fall of {fall_without_top:.3f}, sharp (> {SHARP_FALL}): the binned r rests on the top bin, "
+                      "the gross failures")
+    elif fall_without_top >= 0:
+        fall_words = (f"a fall of {fall_without_top:.3f}, not sharp (<= {SHARP_FALL}): the binned r does not rest "
+                      "on the top bin alone")
+    else:
+        fall_words = (f"a rise of {-fall_without_top:.3f}: the top bin lowers the binned r, it does not carry it")
+    print(f"binned r {binned_r:.3f} with the top bin, {binned_r_without_top:.3f} without it: " + fall_words)
     print(f"Spearman rho of the {ere_means_mm.size} bin means: {spearman(ere_means_mm, error_means_mm):.3f}")
 if np.isfinite(shuffled_binned_r).any():
     print(f"binned r with the errors shuffled: median {np.nanmedian(shuffled_binned_r):.3f}, 95th percentile "
@@ -350,7 +369,8 @@ if np.isfinite(shuffled_binned_r).any():
 # the few hard images, where a failed heatmap has an ERE and an error of centimetres (the line under the
 # table shows how much for sella). Under the figure: how many contour landmarks have a median ERE above
 # sella's, and whether the median ERE of the 19 landmarks follows the **size** of the spread,
-# $\sqrt{\lambda_1 + \lambda_2}$, or its **shape**, the elongation (Spearman $\rho$ over the landmarks).
+# $\sqrt{\lambda_1 + \lambda_2}$, or its **shape**, the elongation (Spearman $\rho$ over the landmarks;
+# two $\rho$ closer than `CLEAR_RHO_GAP` = 0.1 count as "about equally").
 
 # %%
 cov = results["covariance_mm2"]  # (N, K, 3): var_x, cov_xy, var_y
@@ -388,6 +408,7 @@ axes.set_ylabel("median elongation $\\sqrt{\\lambda_1/\\lambda_2}$")
 axes.legend(fontsize=8, loc="upper right")
 save_figure(figure, paths.output_dir / "heatmap_elongation.png")
 spread_size_mm = np.median(np.sqrt(lambda_1 + lambda_2), axis=0)  # (K,)
+CLEAR_RHO_GAP = 0.1  # rho with size and with shape closer than this: the ERE follows both about equally
 rho_ere_with_size = spearman(spread_size_mm, shape_table["ERE median (mm)"].to_numpy())
 rho_ere_with_shape = spearman(shape_table["elongation"].to_numpy(), shape_table["ERE median (mm)"].to_numpy())
 contour_median_ere = shape_table.drop(index=point_landmarks)["ERE median (mm)"]
@@ -401,8 +422,11 @@ if point_landmarks:
     print(f"median ERE: sella {sella_median_ere:.2f} mm; {num_contour_above_point} of {contour_median_ere.size} "
           f"contour landmarks above it, {at_or_below.size} at or below it"
           + (": " + ", ".join(f"{a} {v:.2f}" for a, v in at_or_below.sort_values().items()) if at_or_below.size else ""))
-follows = "size" if rho_ere_with_size > rho_ere_with_shape else "shape"
-print(f"over the {K} landmarks, the median ERE follows the {follows} of the spread more: Spearman rho "
+if abs(rho_ere_with_size - rho_ere_with_shape) <= CLEAR_RHO_GAP:
+    follows = f"the size and the shape of the spread about equally (rho within {CLEAR_RHO_GAP})"
+else:
+    follows = ("the size" if rho_ere_with_size > rho_ere_with_shape else "the shape") + " of the spread more"
+print(f"over the {K} landmarks, the median ERE follows {follows}: Spearman rho "
       f"{rho_ere_with_size:.2f} with its size sqrt(lambda_1 + lambda_2), {rho_ere_with_shape:.2f} with its elongation")
 
 # %% [markdown]
@@ -519,8 +543,8 @@ save_figure(figure, paths.output_dir / "examples.png")
 #   errors and leans on its most extreme bins: drop the top bins and it can fall sharply (the table of
 #   dropped bins shows how far here, and the line under it whether the fall passes `SHARP_FALL`).
 #   Spearman $\rho$ over the raw pairs needs no binning and answers the user's question; it is far
-#   lower. Quote both with their bootstrap intervals: a binned $r$ rests on few bins and its interval
-#   is wide.
+#   lower. Quote both with their bootstrap intervals: a binned $r$ rests on few bins, so its interval
+#   tends to be the wider (the line under the intervals says whether it is here).
 # - Bin means of sorted data give a high $r$ for any increasing trend; check a binned statistic by
 #   dropping its extreme bins and against shuffled data before trusting it.
 # - Contour landmarks' heatmaps are mostly elongated **along** the contour (their median elongation is
