@@ -42,7 +42,8 @@ def roc_data() -> dict:
 
 def test_05_1_right_answer(roc_data, capsys):
     assert check.exercise_05_1({"ere": 0.75, "entropy": 0.625}, **roc_data) is True
-    assert "correct" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "correct" in out and "over 2 outliers and 2 inliers" in out
     # the rank formula agrees with the library, ties included
     mask = roc_data["non_hard"]
     answer = {name: rank_auroc(roc_data["scores"][name][mask], roc_data["is_outlier"][mask])
@@ -139,7 +140,7 @@ def test_05_3_right_answer(score_data, capsys):
     answer = {"auroc_negative_ere": 1 - 11 / 12, "random_scores": random_scores, "auroc_random": 2 / 6}
     assert check.exercise_05_3(answer, ere, is_outlier) is True
     out = capsys.readouterr().out
-    assert "0.083 = 1 - 0.917" in out and "from 0.5" in out
+    assert "0.083 = 1 - 0.917" in out and "from 0.5, over 2 outliers and 3 inliers" in out
     # a fresh random draw works as well
     drawn = np.random.default_rng(0).random(ere.size)
     assert check.exercise_05_3({**answer, "random_scores": drawn,
@@ -190,7 +191,7 @@ def test_05_4_right_answer(pooled_data, capsys):
     answer = {"verdict": "a", "threshold_mm": 2.0, "num_outliers": 2, "test_tpr": 0.5, "test_fpr": 0.5}
     assert check.exercise_05_4(answer, *pooled_data) is True
     out = capsys.readouterr().out
-    assert "correct" in out and "rests on 2 outliers" in out and "+-0.71" in out  # 2 * sqrt(0.25 / 2)
+    assert "correct" in out and "rests on 2 outliers" in out and "+-0.707" in out  # 2 * sqrt(0.25 / 2)
 
 
 def test_05_4_not_attempted(pooled_data, capsys):
@@ -214,3 +215,28 @@ def test_05_4_same_threshold_is_verdict_c(pooled_data):
     pool_ere, pool_errors, test_ere, test_errors, _, outlier_mm, target = pooled_data
     answer = {"verdict": "c", "threshold_mm": 2.0, "num_outliers": 2, "test_tpr": 0.5, "test_fpr": 0.5}
     assert check.exercise_05_4(answer, pool_ere, pool_errors, test_ere, test_errors, 2.0, outlier_mm, target) is True
+
+
+def test_05_4_says_which_tpr_lies_within_the_noise(capsys):
+    # pool outliers at ERE 1 and 9: TPR 0.5 is reached at 9 mm. Test: 16 outliers at ERE 1..16 and 4 inliers at 0;
+    # at 9 mm 8 of 16 are flagged (TPR 0.5), at the calibration threshold 15 mm 2 of 16 (TPR 0.125).
+    # Chance band: 2 sqrt(0.25 / 16) = 0.25, which the calibration threshold's gap 0.375 exceeds.
+    pool_ere, pool_errors = np.array([[1.0], [9.0], [20.0]]), np.array([[5.0], [5.0], [0.0]])
+    test_ere = np.concatenate([np.arange(1.0, 17.0), np.zeros(4)])[:, None]
+    test_errors = np.concatenate([np.full(16, 5.0), np.ones(4)])[:, None]
+    answer = {"verdict": "a", "threshold_mm": 9.0, "num_outliers": 2, "test_tpr": 0.5, "test_fpr": 0.0}
+    assert check.exercise_05_4(answer, pool_ere, pool_errors, test_ere, test_errors, 15.0, 4.0, 0.5) is True
+    out = capsys.readouterr().out
+    assert "(a) the pooled threshold's test TPR is closer to the target" in out
+    assert "+-0.250 of the target" in out and "calibration threshold 15.00 mm gives 0.125 (FPR 0.000)" in out
+    assert "The pooled threshold's test TPR is within that noise of the target (off by 0.000)" in out
+    assert "The calibration threshold's test TPR misses the target by more than that noise (0.375)" in out
+    with pytest.raises(ExerciseError, match="num_outliers should be one number"):
+        check.exercise_05_4({**answer, "num_outliers": "many"}, pool_ere, pool_errors, test_ere, test_errors, 15.0,
+                            4.0, 0.5)
+
+
+def test_tpr_noise_band():
+    assert check_05.tpr_noise_band(0.5, 16) == pytest.approx(0.25)
+    assert check_05.tpr_noise_band(0.2, 100) == pytest.approx(2 * 0.04)
+    assert np.isnan(check_05.tpr_noise_band(0.5, 0))

@@ -142,11 +142,13 @@ def _ere_by_hand(temperature: float, pixel: float, cutoff: float = 0.05) -> floa
 def test_06_3_right_answer(capsys):
     z = _ring_logits()
     at_t, at_2t = _ere_by_hand(1.0, 0.5), _ere_by_hand(2.0, 0.5)
-    answer = {"ere_at_T_mm": at_t, "ere_at_2T_mm": at_2t, "larger_at_2T": True}
+    answer = {"verdict": "c", "ere_at_T_mm": at_t, "ere_at_2T_mm": at_2t, "larger_at_2T": True}
     assert check.exercise_06_3(answer, z, 1.0, (0.5, 0.5)) is True
-    assert "correct" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "correct" in out and "(c) holds" in out and "Here it grew" in out
+    assert check.exercise_06_3({**answer, "verdict": " (C) "}, z, 1.0, (0.5, 0.5)) is True
     # at T = 0.25 the neighbours' ratio exp(-4) < 0.05: ERE 0; at 2T = 0.5, exp(-2) > 0.05
-    answer = {"ere_at_T_mm": 0.0, "ere_at_2T_mm": _ere_by_hand(0.5, 0.5), "larger_at_2T": True}
+    answer = {"verdict": "c", "ere_at_T_mm": 0.0, "ere_at_2T_mm": _ere_by_hand(0.5, 0.5), "larger_at_2T": True}
     assert check.exercise_06_3(answer, z, 0.25, (0.5, 0.5)) is True
 
 
@@ -158,7 +160,14 @@ def test_06_3_not_attempted(capsys):
 def test_06_3_wrong_answers():
     z = _ring_logits()
     at_t, at_2t = _ere_by_hand(1.0, 0.5), _ere_by_hand(2.0, 0.5)
-    right = {"ere_at_T_mm": at_t, "ere_at_2T_mm": at_2t, "larger_at_2T": True}
+    right = {"verdict": "c", "ere_at_T_mm": at_t, "ere_at_2T_mm": at_2t, "larger_at_2T": True}
+    # the letter is checked first: (a) "every heatmap" fails even where this one grows
+    with pytest.raises(ExerciseError, match=r"your prediction \(a\) does not hold: the answer is \(c\).*Here it grew"):
+        check.exercise_06_3({**right, "verdict": "a"}, z, 1.0, (0.5, 0.5))
+    with pytest.raises(ExerciseError, match=r"letters \['a', 'b', 'c'\]"):
+        check.exercise_06_3({**right, "verdict": "d"}, z, 1.0, (0.5, 0.5))
+    with pytest.raises(ExerciseError, match="lacks the keys"):
+        check.exercise_06_3({key: value for key, value in right.items() if key != "verdict"}, z, 1.0, (0.5, 0.5))
     with pytest.raises(ExerciseError, match=r"ere_at_2T_mm \(mm\) should be.*Use 2 T, not T / 2"):
         check.exercise_06_3({**right, "ere_at_2T_mm": _ere_by_hand(0.5, 0.5)}, z, 1.0, (0.5, 0.5))
     with pytest.raises(ExerciseError, match=r"ere_at_T_mm \(mm\) should be.*2D softmax"):
@@ -171,6 +180,26 @@ def test_06_3_wrong_answers():
 
 def test_06_3_large_logits_do_not_overflow():
     z = _ring_logits() + 1000.0  # exp(1000) overflows without the max subtraction
-    answer = {"ere_at_T_mm": _ere_by_hand(1.0, 0.5), "ere_at_2T_mm": _ere_by_hand(2.0, 0.5),
+    answer = {"verdict": "c", "ere_at_T_mm": _ere_by_hand(1.0, 0.5), "ere_at_2T_mm": _ere_by_hand(2.0, 0.5),
               "larger_at_2T": True}
     assert check.exercise_06_3(answer, z, 1.0, (0.5, 0.5)) is True
+
+
+def test_06_3_a_strong_far_peak_makes_the_ere_shrink(capsys):
+    # Mode at (5, 5) (logit 0), a second peak 10 px to the right (logit -0.1, ratio 0.905 at T = 1) and the four
+    # neighbours of the mode at -3.5 (ratio 0.030 < 0.05 at T = 1, 0.174 at 2T); the rest far below.
+    # T = 1: S = {mode, peak}, ERE = 10 * 0.905 / 1.905 = 4.75 px. 2T: the neighbours join and pull the ERE in:
+    # (10 * 0.951 + 4 * 0.174) / (1 + 0.951 + 4 * 0.174) = 3.86 px: (a) "every heatmap larger" is false.
+    z = np.full((11, 21), -100.0)
+    z[5, 5], z[5, 15] = 0.0, -0.1
+    for row, col in ((4, 5), (6, 5), (5, 4), (5, 6)):
+        z[row, col] = -3.5
+    ratio_peak, ratio_near = np.exp(-0.1), np.exp(-3.5)
+    at_t = 10 * ratio_peak / (1 + ratio_peak)
+    at_2t = (10 * ratio_peak ** 0.5 + 4 * ratio_near ** 0.5) / (1 + ratio_peak ** 0.5 + 4 * ratio_near ** 0.5)
+    assert at_2t < at_t
+    answer = {"verdict": "c", "ere_at_T_mm": at_t, "ere_at_2T_mm": at_2t, "larger_at_2T": False}
+    assert check.exercise_06_3(answer, z, 1.0, (1.0, 1.0)) is True
+    assert "Here it did not grow" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match=r"larger_at_2T should be False"):
+        check.exercise_06_3({**answer, "larger_at_2T": True}, z, 1.0, (1.0, 1.0))

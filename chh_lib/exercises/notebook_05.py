@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from chh_lib.exercises.answers import (
-    choice,
     ExerciseError,
+    choice,
     correct,
     expect_close,
     fields,
@@ -100,8 +100,10 @@ def exercise_05_1(answer: Any, scores: Mapping[str, np.ndarray], is_outlier: np.
                      "rank all the selected scores together (scipy.stats.rankdata gives tied scores their average "
                      "rank), add up the ranks R1 of the n1 outliers, and compute (R1 - n1 (n1 + 1) / 2) / (n1 n0).",
                      name, rtol=0.0, atol=AUROC_ATOL)
+    selected = labels[mask]
     return correct(name, f"on the non-hard images AUROC {results['ere']:.3f} (ERE) and {results['entropy']:.3f} "
-                         f"(entropy), as chh_lib.metrics.roc_curve_for gives")
+                         f"(entropy) over {int(selected.sum())} outliers and {int((~selected).sum())} inliers, as "
+                         f"chh_lib.metrics.roc_curve_for gives")
 
 
 def exercise_05_2(answer: Any, ere_mm: np.ndarray, radial_error_mm: np.ndarray, threshold_mm: float,
@@ -237,7 +239,7 @@ def exercise_05_3(answer: Any, ere: np.ndarray, is_outlier: np.ndarray) -> bool:
     standard_error = math.sqrt((positives + negatives + 1) / (12 * positives * negatives))
     return correct(name, f"-ERE gives {expected_negative:.3f} = 1 - {auroc_ere:.3f}; the random score gives "
                          f"{expected_random:.3f}, {abs(expected_random - 0.5) / standard_error:.1f} standard errors "
-                         f"({standard_error:.3f}) from 0.5")
+                         f"({standard_error:.3f}) from 0.5, over {positives} outliers and {negatives} inliers")
 
 
 #: What each choice of exercise 05.4 says, for the explanation the check prints.
@@ -246,6 +248,35 @@ VERDICTS_05_4 = {
     "b": "the pooled threshold's test TPR is farther from the target than the calibration threshold's",
     "c": "both thresholds give the same test TPR",
 }
+
+
+#: Half-width of the band around the target TPR, in binomial standard errors of the test TPR (exercise 05.4).
+NOISE_STANDARD_ERRORS = 2.0
+
+
+def tpr_noise_band(target_tpr: float, num_outliers: int) -> float:
+    r"""Half-width of the band around ``target_tpr`` within which a test TPR falls by chance alone.
+
+    :data:`NOISE_STANDARD_ERRORS` binomial standard errors of a TPR measured on
+    ``num_outliers`` outliers, each :math:`\sqrt{t (1 - t) / n}` at :math:`t` = ``target_tpr``.
+
+    Returns
+    -------
+    float
+        A rate in [0, 1]; NaN without outliers.
+    """
+    if num_outliers <= 0:
+        return float("nan")
+    return float(NOISE_STANDARD_ERRORS * math.sqrt(target_tpr * (1 - target_tpr) / num_outliers))
+
+
+def _within_band(which: str, gap: float, band: float) -> str:
+    """One sentence: whether a threshold's test TPR lies within ``band`` of the target (``gap`` = |TPR - target|)."""
+    if not (np.isfinite(gap) and np.isfinite(band)):
+        return f"The {which} threshold's test TPR is undefined (no outlier on the test split)."
+    if gap <= band:
+        return f"The {which} threshold's test TPR is within that noise of the target (off by {gap:.3f})."
+    return f"The {which} threshold's test TPR misses the target by more than that noise ({gap:.3f})."
 
 
 def _test_rates(ere_mm: np.ndarray, radial_error_mm: np.ndarray, threshold_mm: float,
@@ -332,17 +363,19 @@ def exercise_05_4(answer: Any, pool_ere_mm: np.ndarray, pool_errors_mm: np.ndarr
     given = fields(answer, ("verdict", "threshold_mm", "num_outliers", "test_tpr", "test_fpr"), name)
     verdict = choice(given["verdict"], VERDICTS_05_4, name)
     pooled = pooled_threshold_05_4(pool_ere_mm, pool_errors_mm, test_ere_mm, test_errors_mm, outlier_mm, target_tpr)
-    plain_tpr, _, test_outliers = _test_rates(test_ere_mm, test_errors_mm, calibration_threshold_mm, outlier_mm)
+    plain_tpr, plain_fpr, test_outliers = _test_rates(test_ere_mm, test_errors_mm, calibration_threshold_mm,
+                                                      outlier_mm)
     gap_pooled, gap_plain = abs(pooled["test_tpr"] - target_tpr), abs(plain_tpr - target_tpr)
     expected = "c" if abs(gap_pooled - gap_plain) <= 1e-9 else ("a" if gap_pooled < gap_plain else "b")
-    standard_error = math.sqrt(target_tpr * (1 - target_tpr) / test_outliers) if test_outliers else float("nan")
+    band = tpr_noise_band(target_tpr, test_outliers)
     explanation = (
         f"the pooled threshold {pooled['threshold_mm']:.2f} mm rests on {pooled['num_outliers']} outliers and gives "
-        f"test TPR {pooled['test_tpr']:.3f}; the calibration threshold {calibration_threshold_mm:.2f} mm gives "
-        f"{plain_tpr:.3f} (target {target_tpr:g}). More outliers make the threshold a less noisy estimate, but the "
-        f"test TPR is itself measured on only {test_outliers} outliers: even a perfect threshold would land within "
-        f"about +-{2 * standard_error:.2f} of the target (2 binomial standard errors), so a gap smaller than that "
-        "is not evidence either way.")
+        f"test TPR {pooled['test_tpr']:.3f} (FPR {pooled['test_fpr']:.3f}); the calibration threshold "
+        f"{calibration_threshold_mm:.2f} mm gives {plain_tpr:.3f} (FPR {plain_fpr:.3f}); target {target_tpr:g}. "
+        f"More outliers make the threshold a less noisy estimate, but the test TPR is itself measured on only "
+        f"{test_outliers} outliers: even a perfect threshold would land within about +-{band:.3f} of the target "
+        f"({NOISE_STANDARD_ERRORS:g} binomial standard errors). "
+        + _within_band("pooled", gap_pooled, band) + " " + _within_band("calibration", gap_plain, band))
     if verdict != expected:
         raise ExerciseError(f"Exercise {name}: your prediction ({verdict}) does not hold: the answer is ({expected}), "
                             f"{VERDICTS_05_4[expected]}. Why: {explanation}")
@@ -350,9 +383,9 @@ def exercise_05_4(answer: Any, pool_ere_mm: np.ndarray, pool_errors_mm: np.ndarr
             "present test pairs with predictions.ere_mm >= that threshold and compare with errors > outlier_mm.")
     expect_close(number(given["threshold_mm"], "threshold_mm", name), pooled["threshold_mm"], "threshold_mm (mm)",
                  hint, name)
-    if int(given["num_outliers"]) != pooled["num_outliers"]:
+    if number(given["num_outliers"], "num_outliers", name) != pooled["num_outliers"]:
         raise ExerciseError(f"Exercise {name}: num_outliers should be {pooled['num_outliers']}, got "
                             f"{given['num_outliers']}. Hint: count the pooled pairs with an error above outlier_mm.")
     for key in ("test_tpr", "test_fpr"):
         expect_close(number(given[key], key, name), pooled[key], key, hint, name)
-    return correct(name, f"({expected}) {explanation}")
+    return correct(name, f"({expected}) {VERDICTS_05_4[expected]}: {explanation}")

@@ -9,6 +9,7 @@ import torch
 
 from chh_lib.exercises.answers import (
     ExerciseError,
+    choice,
     correct,
     expect_close,
     fields,
@@ -180,14 +181,25 @@ def _ere_at(logits: np.ndarray, temperature: float, pixel_size_mm: np.ndarray, c
     return float(expected_radial_error(heatmap, pixel, cutoff)[0, 0])
 
 
+#: What each choice of exercise 06.3 says; ``"c"`` is the one that holds for every heatmap.
+VERDICTS_06_3 = {
+    "a": "doubling T makes the ERE of every heatmap larger",
+    "b": "doubling T makes the ERE of every heatmap smaller",
+    "c": "doubling T makes the ERE of most heatmaps larger, but it can make it smaller",
+}
+
+
 def exercise_06_3(answer: Any, logits: np.ndarray, temperature: float, pixel_size_mm: Sequence[float],
                   cutoff: float = 0.05) -> bool:
-    r"""Exercise 06.3: the ERE of one landmark at its temperature :math:`T` and at :math:`2T`.
+    r"""Exercise 06.3: predict, then check whether doubling the temperature increases the ERE.
 
-    Expected answer: ``{"ere_at_T_mm": float, "ere_at_2T_mm": float, "larger_at_2T": bool}``
-    where the heatmaps are :math:`\mathrm{softmax}(z / T)` and :math:`\mathrm{softmax}(z / 2T)`
-    of the logits :math:`z`, the EREs use the cutoff :math:`c`, and ``larger_at_2T`` says
-    whether the second ERE is the larger.
+    Expected answer: ``{"verdict": str, "ere_at_T_mm": float, "ere_at_2T_mm": float,
+    "larger_at_2T": bool}``: the letter of :data:`VERDICTS_06_3` predicted before
+    computing (``"c"``: flattening adds pixels to :math:`S` and moves weight towards
+    the low-ratio pixels, which are usually the far ones but need not be), then the
+    EREs of :math:`\mathrm{softmax}(z / T)` and :math:`\mathrm{softmax}(z / 2T)` of
+    the logits :math:`z` at the cutoff :math:`c`, and whether the second is the larger.
+    The letter is checked first; a wrong one is explained.
 
     Parameters
     ----------
@@ -212,22 +224,30 @@ def exercise_06_3(answer: Any, logits: np.ndarray, temperature: float, pixel_siz
     name = "06.3"
     if not is_attempted(answer):
         return not_attempted(name)
-    given = fields(answer, ("ere_at_T_mm", "ere_at_2T_mm", "larger_at_2T"), name)
+    given = fields(answer, ("verdict", "ere_at_T_mm", "ere_at_2T_mm", "larger_at_2T"), name)
+    verdict = choice(given["verdict"], VERDICTS_06_3, name)
     pixel = np.asarray(pixel_size_mm, dtype=np.float64)
     at_t = _ere_at(logits, temperature, pixel, cutoff)
     at_2t = _ere_at(logits, 2 * temperature, pixel, cutoff)
+    explanation = (
+        f"ERE {at_t:.3f} mm at T = {temperature:.3g}, {at_2t:.3f} mm at 2T. Doubling T halves every logit gap to "
+        "the mode, so each pixel's ratio p(i) / max p is raised to the power 1/2: it grows towards 1, the small "
+        "ratios the most. More pixels pass the cutoff (S can only grow) and the weights q inside S even out. For a "
+        "heatmap whose ratio falls with the distance from the mode (one peak) the far pixels gain the most, so the "
+        "ERE grows; when much of the mass already lies far from the mode (a strong second peak, or a flat heatmap "
+        "whose S is nearly the whole image) the near low-ratio pixels gain weight at the far pixels' expense and "
+        "the ERE can shrink. "
+        + ("Here it grew, as for most single-peaked heatmaps." if at_2t > at_t
+           else "Here it did not grow: this heatmap is one of the exceptions."))
+    expected = "c"
+    if verdict != expected:
+        raise ExerciseError(f"Exercise {name}: your prediction ({verdict}) does not hold: the answer is ({expected}), "
+                            f"{VERDICTS_06_3[expected]}. Why: {explanation}")
     hint = ("divide the logits by the temperature, subtract their maximum, exponentiate and normalise (a 2D "
             "softmax), then keep p / max p > c and average the distance in mm to the arg-max with weights p / sum_S p.")
     expect_close(number(given["ere_at_T_mm"], "ere_at_T_mm", name), at_t, "ere_at_T_mm (mm)", hint, name)
     expect_close(number(given["ere_at_2T_mm"], "ere_at_2T_mm", name), at_2t, "ere_at_2T_mm (mm)",
                  hint + " Use 2 T, not T / 2.", name)
-    explanation = (
-        f"ERE {at_t:.3f} mm at T = {temperature:.3g}, {at_2t:.3f} mm at 2T. Doubling T halves every logit gap to "
-        "the mode, so each pixel's ratio p(i) / max p is raised to the power 1/2: it grows towards 1. More pixels "
-        "pass the cutoff (S can only grow) and the weights q inside S even out. For a heatmap whose ratio falls "
-        "with the distance from the mode (one peak) the far pixels gain the most, so the ERE grows; with a strong "
-        "second peak far away it can shrink, because the near low-ratio pixels gain weight at that peak's expense. "
-        + ("Here it grew." if at_2t > at_t else "Here it did not grow."))
     if flag(given["larger_at_2T"], "larger_at_2T", name) != (at_2t > at_t):
         raise ExerciseError(f"Exercise {name}: larger_at_2T should be {at_2t > at_t}. Why: {explanation}")
-    return correct(name, explanation)
+    return correct(name, f"({expected}) holds: {explanation}")

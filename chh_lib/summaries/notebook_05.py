@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chh_lib.exercises.answers import is_attempted
-from chh_lib.exercises.notebook_05 import pooled_threshold_05_4
+from chh_lib.exercises.notebook_05 import pooled_threshold_05_4, tpr_noise_band
 
 
 def summary(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,6 +55,9 @@ def summary(namespace: Mapping[str, Any]) -> dict[str, Any]:
         "pooled_threshold_num_outliers": pooled["num_outliers"],
         "pooled_threshold_test_tpr": pooled["test_tpr"],
         "pooled_threshold_test_fpr": pooled["test_fpr"],
+        "pooled_threshold_closer_to_target": bool(abs(pooled["test_tpr"] - ns["target_tpr"])
+                                                  < abs(ns["tpr_at"] - ns["target_tpr"])),
+        "test_tpr_noise_band": tpr_noise_band(ns["target_tpr"], pooled["test_num_outliers"]),
         "auroc_non_hard": {k: float(v) for k, v in ns["auroc_non_hard"].items()},
         "auroc_non_hard_ci95": {name: [float(x) for x in ci] for name, ci in ns["auroc_non_hard_ci95"].items()},
         "num_non_hard_images": len(ns["rows_non_hard"]),
@@ -77,5 +80,7 @@ def headline(summary: dict[str, Any]) -> str:
     low, high = summary["auroc_ci95"]["ere"]
     return (f"AUROC of ERE {summary['auroc']['ere']:.3f} [{low:.3f}, {high:.3f}] over {summary['num_outliers']} "
             f"outliers; threshold {summary['ere_threshold_mm']:.2f} mm (test TPR {summary['tpr_at_threshold']:.3f}), "
-            f"pooled {summary['pooled_threshold_mm']:.2f} mm (test TPR {summary['pooled_threshold_test_tpr']:.3f}); "
+            f"pooled {summary['pooled_threshold_mm']:.2f} mm (test TPR {summary['pooled_threshold_test_tpr']:.3f}, "
+            f"{'closer to' if summary['pooled_threshold_closer_to_target'] else 'not closer to'} the target "
+            f"{summary['target_tpr']:g}; chance band +-{summary['test_tpr_noise_band']:.3f}); "
             f"exercises passed {summary['exercises_passed']}/{summary['exercises_attempted']} attempted")

@@ -71,9 +71,10 @@ from chh_lib.workflow import (
 # `profile` is `smoke` (tiny phantom and a two-epoch model, for tests), `cpu` (the default: the
 # shipped pretrained phantom model when `RUN_DIR/model` holds none) or `paper`; it is read from
 # `CHH_PROFILE` when set. `outlier_mm` is the radial error above which a prediction counts as failed
-# (4 mm, the largest SDR radius), `target_tpr` the share of outliers the ERE threshold must catch, and
-# `num_resamples` the number of bootstrap resamples (None: 1000, or 50 under `smoke`). `solutions = True`
-# runs the hidden solutions of the exercises at the end (the test suite does; a student leaves it `False`).
+# (4 mm by default, the largest SDR radius and the paper's cut), `target_tpr` the share of outliers the
+# ERE threshold must catch, and `num_resamples` the number of bootstrap resamples (None: 1000, or 50
+# under `smoke`). `solutions = True` runs the hidden solutions of the exercises at the end (the test
+# suite does; a student leaves it `False`).
 
 # %% tags=["parameters"]
 profile = notebook_profile()  # CHH_PROFILE, else "cpu"
@@ -223,8 +224,8 @@ print(f"all images: over {num_outliers} outliers; non-hard images: over {int(is_
 display(pd.DataFrame({
     "AUROC, all images": auroc,
     f"AUROC, {len(rows_non_hard)} non-hard images": auroc_non_hard,
-    "CI 2.5 %": {n: c[0] for n, c in auroc_non_hard_ci95.items()},
-    "CI 97.5 %": {n: c[1] for n, c in auroc_non_hard_ci95.items()},
+    "non-hard CI 2.5 %": {n: c[0] for n, c in auroc_non_hard_ci95.items()},
+    "non-hard CI 97.5 %": {n: c[1] for n, c in auroc_non_hard_ci95.items()},
 }).rename(index=score_names).round(3))
 
 # %% [markdown]
@@ -342,7 +343,8 @@ figure = roc_curves({score_names[n]: (c.fpr, c.tpr) for n, c in curves.items()},
                     {score_names[n]: v for n, v in auroc_ci95.items()},
                     operating_point=(fpr_at, tpr_at) if np.isfinite(fpr_at) and np.isfinite(tpr_at) else None,
                     operating_label=f"ERE ≥ {ere_threshold:.2f} mm")
-figure.axes[0].set_title(f"detecting radial errors > {outlier_mm:g} mm ({N} test images)", fontsize=10)
+figure.axes[0].set_title(f"detecting radial errors > {outlier_mm:g} mm: {num_outliers} outliers in {N} test images",
+                         fontsize=10)
 figure.axes[0].set_xlabel("false positive rate (share of inliers flagged)")
 figure.axes[0].set_ylabel("true positive rate (share of outliers flagged)")
 _ = save_figure(figure, paths.output_dir / "roc_curves.png")
@@ -489,8 +491,9 @@ print(f"the two splits disagree on {disagree} of {flagged.size} predictions "
 # %% [markdown]
 # ## Recap
 #
-# - An **outlier** is a prediction whose true radial error exceeds $r_\text{out}$ (here 4 mm, the largest
-#   SDR radius); an uncertainty score detects outliers when it is higher on them than on the inliers.
+# - An **outlier** is a prediction whose true radial error exceeds $r_\text{out}$ = `outlier_mm` (4 mm by
+#   default, the largest SDR radius); an uncertainty score detects outliers when it is higher on them
+#   than on the inliers.
 # - The **AUROC** is the probability that a random outlier scores above a random inlier (ties count one
 #   half): 0.5 is chance, 1 is perfect, and reversing the score turns $A$ into $1 - A$.
 # - With only tens of outliers the AUROC is noisy: resample whole **images** for its bootstrap interval,
@@ -663,6 +666,9 @@ pool_errors_mm = np.concatenate([radial_error_mm(p.pred_px, d.target_px, d.pixel
                                  for p, d in zip(pool_predictions, pool_sets)])
 print(f"pool: {' + '.join(pool_names)} = {pool_ere_mm.shape[0]} images")
 
+# %% [markdown]
+# Your answer (the letter you predicted before computing, then the numbers):
+
 # %% tags=["exercise"]
 answer_05_4 = ...  # your code here
 
@@ -674,15 +680,17 @@ if solutions:
     pooled = choose_ere_threshold(pool_ere_mm, pool_errors_mm, outlier_mm, target_tpr)
     pooled_flagged = predictions.ere_mm[present] >= pooled["ere_threshold_mm"]
     pooled_outlier = errors[present] > outlier_mm
-    pooled_tpr = float(pooled_flagged[pooled_outlier].mean())
-    pooled_fpr = float(pooled_flagged[~pooled_outlier].mean())
+    pooled_tpr = float(pooled_flagged[pooled_outlier].mean()) if pooled_outlier.any() else float("nan")
+    pooled_fpr = float(pooled_flagged[~pooled_outlier].mean()) if (~pooled_outlier).any() else float("nan")
     gap_pooled, gap_plain = abs(pooled_tpr - target_tpr), abs(tpr_at - target_tpr)
     letter = "c" if abs(gap_pooled - gap_plain) <= 1e-9 else ("a" if gap_pooled < gap_plain else "b")
+    closeness = {"a": "closer to", "b": "farther from", "c": "as far from"}[letter]
     answer_05_4 = {"verdict": letter, "threshold_mm": pooled["ere_threshold_mm"],
                    "num_outliers": pooled["num_outliers"], "test_tpr": pooled_tpr, "test_fpr": pooled_fpr}
     print(f"pooled: {pooled['ere_threshold_mm']:.2f} mm from {pooled['num_outliers']} outliers -> test TPR "
           f"{pooled_tpr:.3f}, FPR {pooled_fpr:.3f}; calibration only: {ere_threshold:.2f} mm from "
-          f"{chosen['num_outliers']} -> TPR {tpr_at:.3f}, FPR {fpr_at:.3f} (target {target_tpr:g})")
+          f"{chosen['num_outliers']} -> TPR {tpr_at:.3f}, FPR {fpr_at:.3f}; the pooled TPR is {closeness} the "
+          f"target {target_tpr:g}")
 
 # %% [markdown]
 # Check your answer:

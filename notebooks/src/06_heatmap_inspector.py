@@ -128,8 +128,9 @@ print(reader.threshold_note)
 #   largest first (at the fitted temperature and the run's cutoff); **rank** and **◀ previous** /
 #   **next ▶** walk that order (1 = the largest).
 # - **next outlier**: across all landmarks, the predictions with a radial error above the outlier
-#   threshold (4 mm), the largest error first, one further down the list per click; **next false alarm**:
-#   the flagged predictions whose error is *not* above it, the largest ERE first.
+#   threshold (the run's outlier cut, 4 mm by default), the largest error first, one further down the
+#   list per click; **next false alarm**: the flagged predictions whose error is *not* above it, the
+#   largest ERE first.
 # - **T** (starts at the landmark's fitted $T_k$; *fitted T* goes back to it) and a log or linear colour
 #   scale; **ERE c**, the cutoff of $S_c$; **crop ± px**, the half size of the crop.
 # - The flag line, a table of the numbers, and the figure: the whole image on the left (the dashed square
@@ -250,9 +251,9 @@ _ = save_figure(outlier_view.figure, paths.output_dir / "worst_case.png")
 # ## False alarms: large ERE, small error
 #
 # The other way round: predictions that the threshold flags although they are right (error at most
-# 4 mm). They cost a clinician a needless check. A heatmap that puts part of its mass far from its mode
-# (on a second, similar-looking structure, or far along an edge) has a large ERE even when the mode is
-# right. A third inspector, one click on **next false alarm**: it shows the false alarm with the largest
+# the outlier cut printed in the set-up). They cost a clinician a needless check. A heatmap that puts
+# part of its mass far from its mode (on a second, similar-looking structure, or far along an edge) has
+# a large ERE even when the mode is right. A third inspector, one click on **next false alarm**: it shows the false alarm with the largest
 # ERE, or says that there is none (a weak model whose flagged predictions are all wrong has none; so has
 # a run with no stored threshold).
 
@@ -448,19 +449,24 @@ exercise_results["06_2"] = check.exercise_06_2(answer_06_2, scores.ere_mm, score
 # %% [markdown]
 # ### Exercise 06.3 · Predict, then check: does doubling the temperature increase the ERE?
 #
-# **First predict**, without computing, and write your guess for `larger_at_2T` down (in a comment):
-# does doubling $T$ make the ERE of a heatmap larger, smaller, or can it go either way? (Hint for the
-# argument: what happens to the ratio $p(i)/\max_j p(j)$ of each pixel?) The check explains the answer.
+# **First predict**, without computing (hint for the argument: what happens to the ratio
+# $p(i)/\max_j p(j)$ of each pixel?): doubling $T$
+#
+# - **(a)** makes the ERE of every heatmap larger;
+# - **(b)** makes the ERE of every heatmap smaller;
+# - **(c)** makes the ERE of most heatmaps larger, but it can make it smaller.
+#
 # Then compute:
 #
 # `reader.logits(start_image)[0, start_landmark].numpy()` (shape (H, W)) are the logits $z$ of the first
 # inspector's landmark, `temperatures[start_landmark]` its fitted temperature $T$,
 # `reader.dataset.pixel_size_mm[start_image]` the pixel size and `reader.ere_cutoff` the cutoff $c$. With
 # NumPy only (a 2D softmax with the maximum subtracted before `exp`, then the ERE formula at the top),
-# compute the ERE at $T$ and at $2T$ and say whether it is larger at $2T$ (keep your prediction if the
-# numbers agree; if they do not, read the check's explanation). `reader.read(start_image,
-# start_landmark, 2 * T).ere_mm` lets you check yourself. Answer with
-# `answer_06_3 = {"ere_at_T_mm": ..., "ere_at_2T_mm": ..., "larger_at_2T": ...}`.
+# compute the ERE at $T$ and at $2T$ and say whether it is larger at $2T$ (one heatmap cannot prove
+# "every heatmap": answer the letter you predicted). `reader.read(start_image, start_landmark,
+# 2 * T).ere_mm` lets you check yourself. Answer with
+# `answer_06_3 = {"verdict": ..., "ere_at_T_mm": ..., "ere_at_2T_mm": ..., "larger_at_2T": ...}`; the check
+# tests the letter first and explains the answer.
 
 # %% tags=["exercise"]
 answer_06_3 = ...  # your code here
@@ -482,7 +488,7 @@ if solutions:
     z = reader.logits(start_image)[0, start_landmark].numpy()
     T = float(temperatures[start_landmark])
     ere_t, ere_2t = (numpy_ere(z, t, reader.dataset.pixel_size_mm[start_image], reader.ere_cutoff) for t in (T, 2 * T))
-    answer_06_3 = {"ere_at_T_mm": ere_t, "ere_at_2T_mm": ere_2t, "larger_at_2T": ere_2t > ere_t}
+    answer_06_3 = {"verdict": "c", "ere_at_T_mm": ere_t, "ere_at_2T_mm": ere_2t, "larger_at_2T": ere_2t > ere_t}
 
 # %% [markdown]
 # Check your answer:
