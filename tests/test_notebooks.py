@@ -449,6 +449,14 @@ def test_smoke_05_uncertainty_roc(smoke_series):
     assert metrics["pooled_threshold_num_outliers"] >= metrics["ere_threshold_num_outliers"]
     for key in ("pooled_threshold_test_tpr", "pooled_threshold_test_fpr"):
         assert metrics[key] is None or 0 <= metrics[key] <= 1
+    # the words "closer to the target" follow the two test TPRs; the chance band is 2 binomial standard errors
+    target = metrics["target_tpr"]
+    if metrics["pooled_threshold_test_tpr"] is not None and metrics["tpr_at_threshold"] is not None:
+        assert metrics["pooled_threshold_closer_to_target"] == (
+            abs(metrics["pooled_threshold_test_tpr"] - target) < abs(metrics["tpr_at_threshold"] - target))
+    if metrics["num_outliers"]:
+        band = 2 * (target * (1 - target) / metrics["num_outliers"]) ** 0.5
+        assert metrics["test_tpr_noise_band"] == pytest.approx(band)
     for name in figures:
         assert (run_dir / "05_uncertainty_roc" / f"{name}.png").stat().st_size > 1000
     # The published notebook runs to the end with the placeholders: no exercise attempted.
