@@ -7,10 +7,10 @@
 # Landmark Detection** (McCouat & Voiculescu, CVPR 2022). Before training anything we look
 # at the data.
 #
-# **How long:** about 50 s under the `smoke` profile and 60 s under `cpu` on a 2-core CPU shared with
-# other jobs (both measured, once the phantom exists; generating the 400-image phantom the first time
-# takes a few minutes more); `paper` reads the same phantom and should take about as long as `cpu`
-# (an estimate). No model is trained here.
+# **How long:** about 50 s under the `smoke` profile on a 2-core CPU shared with other jobs, and 28 s
+# under `cpu` in the publishing run recorded in `benchmarks/README.md` (2 cores, nothing else running;
+# writing the 400-image phantom the first time took 12 s more); `paper` reads the same phantom and
+# should take about as long as `cpu` (an estimate). No model is trained here.
 #
 # **Learning goals**
 #
@@ -303,9 +303,10 @@ display(disagreement.round(2))
 # The sample SD of $N$ normal values has a relative standard error of about $1/\sqrt{2(N-1)}$, so a
 # ratio of two independent SDs is uncertain by about $1/\sqrt{N-1}$. The pooled ratio treats the tangent
 # as one fixed direction, but the contour turns from image to image (anatomy and pose vary), so part
-# of the along-contour spread leaks into the fixed "across" direction and the pooled ratio drops; with
-# few images the opposite pull is also visible, since the fitted axis is the one that makes the
-# sample look most elongated. The spread of the tangent's direction is the circular SD of its axis
+# of the along-contour spread leaks into the fixed "across" direction and the pooled ratio drops. An
+# opposite pull exists too, since the fitted axis is the one that makes the sample look most elongated;
+# it matters only with few images (e.g. under the `smoke` profile). The last line below, the median of
+# pooled over along/across ratio, says which pull wins here: below 1, the leak. The spread of the tangent's direction is the circular SD of its axis
 # angle $\theta$ (an axis has no sign, hence the doubled angle):
 # $\tfrac{1}{2}\sqrt{-2 \ln \lvert \overline{e^{2i\theta}} \rvert}$.
 

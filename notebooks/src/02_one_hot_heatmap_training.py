@@ -327,8 +327,10 @@ print(f"{outcome.action} {paths.show(paths.model_dir)}: {len(history)} epochs, "
 #
 # The mean training NLL per epoch (measured on the augmented images while the weights change during the
 # epoch) beside the held-out NLL (measured after the epoch, on fixed images without augmentation). The
-# dashed line is $\log HW$, the loss of a uniform heatmap; the learning rate (right axis) drops at the
-# profile's milestones.
+# dashed line is $\log HW$, the loss of a uniform heatmap. The learning rate (right axis) starts at a
+# tenth of its value for the profile's `warmup_epochs` (1 under `cpu`: the first epoch's line prints
+# 2.00e-04), so that the first large gradients of a random network do not throw Adam's estimates off,
+# and then drops by a factor of 10 at each of the profile's milestones.
 
 # %%
 uniform_nll = math.log(width * height)
@@ -353,8 +355,9 @@ else:
 # reasons: the held-out images were never trained on (over-fitting widens the gap); the training NLL is
 # measured on augmented images, which are harder (that narrows it, or reverses it); and it is averaged
 # over the epoch while the model improves. A gap that keeps growing while the held-out NLL rises is
-# over-fitting. Notebook 03 fits one temperature per landmark on these held-out images, which corrects
-# how confident the heatmaps are without moving their arg-max.
+# over-fitting. Notebook 03 uses these held-out images to decide whether a temperature would correct how
+# confident the heatmaps are (none, one for all, or one per landmark, by cross-validation), which never
+# moves their arg-max.
 
 # %% [markdown]
 # ## Heatmaps hug the contours
@@ -630,9 +633,11 @@ print(f"MRE after the same schedule: NLL {nll_mre:.2f} mm, MSE {mse_mre:.2f} mm 
 # the MSE network's heatmaps can follow the contours too (the figure shows whether they do here); but they
 # are not probabilities, their width includes the Gaussian's, and how well they place the landmarks
 # depends on $\sigma$, the initialisation and the schedule (the table gives both networks' MRE, median and
-# SDR after the same epochs; a gap between MRE and median is a few gross failures). The NLL needs no
-# $\sigma$, and its softmax is a distribution that notebooks 03–05 calibrate and turn into an expected
-# error.
+# SDR after the same epochs; a gap between MRE and median is a few gross failures). Were both networks to
+# learn the same $q$, the MSE spread would equal the NLL spread with the blur added (the line under the
+# table prints both); an MSE spread well above that is a map wider than $q$ blurred, mass away from the
+# peak that the regressor has not removed after the same epochs. The NLL needs no $\sigma$, and its
+# softmax is a distribution that notebooks 03–05 calibrate and turn into an expected error.
 #
 # ## Run it on ISBI 2015 or your own data
 #

@@ -24,8 +24,8 @@
 #
 # **How long** (measured on 2 shared CPU cores; a laptop should be as fast or faster): about 30 s under
 # `smoke` (including the two-epoch training when no model exists yet) and about 1 min under `cpu` from an
-# empty data and run directory (about 25 s once the phantom exists and the shipped model has been
-# calibrated, e.g. by notebooks 01 to 03).
+# empty data and run directory (19 s in the publishing run recorded in `benchmarks/README.md`, once
+# the phantom exists and the shipped model has been calibrated by notebooks 01 to 03).
 
 # %% [markdown]
 # ## Imports
@@ -71,9 +71,9 @@ solutions = False  # True: run the exercises' hidden solutions
 # ## Set-up
 #
 # The phantom is written when missing, a trained model is made as cheaply as the profile allows
-# (reused from notebook 02 when it exists) and its temperatures are fitted on the calibration split (one
-# per landmark or one for all, as `chh calibrate --scope auto` decides; printed below) when the checkpoint
-# has none. Fitting them also chooses the **ERE threshold** of
+# (reused from notebook 02 when it exists) and its temperatures are chosen on the calibration split
+# (none, i.e. T = 1, one for all, or one per landmark, as `chh calibrate --scope auto` decides; printed
+# below) when the checkpoint has none. Fitting them also chooses the **ERE threshold** of
 # notebook 05 on held-out data and stores it in the run; the inspector reads it from there.
 # `reader.split_scores()` runs the network once over the test split and keeps the ERE and the radial
 # error of every (image, landmark) pair: they order the images and find the outliers and false alarms.
@@ -93,7 +93,7 @@ K = landmarks.num_landmarks
 hard = reader.hard_cases
 print(f"profile {profile}: model {paths.show(paths.model_dir)} ({reader.run.config.model.name}, "
       f"{reader.run.config.data.image_size[0]} x {reader.run.config.data.image_size[1]} px), "
-      f"{reader.num_images} test images, {K} landmarks; fitted temperatures "
+      f"{reader.num_images} test images, {K} landmarks; the run's temperatures "
       f"{temperatures.min():.3g} to {temperatures.max():.3g}; logits cache of {reader.cache.max_images} images")
 print(reader.threshold_note)
 
@@ -118,21 +118,21 @@ print(reader.threshold_note)
 # $|S_c|$ in pixels and in mm² ($|S_c| \, s_x s_y$ for pixels of $s_x \times s_y$ mm). The ERE needs no
 # ground truth: it is the error the heatmap itself expects. A prediction is **flagged** when
 # $\text{ERE}_{nk} \ge t^\ast$, the threshold chosen on the calibration split (notebook 05); it was chosen
-# at the fitted temperatures and the run's cutoff, so with other settings the flag is only indicative.
+# at the run's temperatures and cutoff, so with other settings the flag is only indicative.
 #
 # ## The interactive inspector
 #
 # The controls, from the top:
 #
 # - **landmark**, and **sort**: the test images of that landmark ordered by ERE or by radial error,
-#   largest first (at the fitted temperature and the run's cutoff); **rank** and **◀ previous** /
+#   largest first (at the run's temperature and cutoff); **rank** and **◀ previous** /
 #   **next ▶** walk that order (1 = the largest).
 # - **next outlier**: across all landmarks, the predictions with a radial error above the outlier
 #   threshold (the run's outlier cut, 4 mm by default), the largest error first, one further down the
 #   list per click; **next false alarm**: the flagged predictions whose error is *not* above it, the
 #   largest ERE first.
-# - **T** (starts at the landmark's fitted $T_k$; *fitted T* goes back to it) and a log or linear colour
-#   scale; **ERE c**, the cutoff of $S_c$; **crop ± px**, the half size of the crop.
+# - **T** (starts at the run's $T_k$ for the landmark, 1 when the run kept none; *fitted T* goes back
+#   to it) and a log or linear colour scale; **ERE c**, the cutoff of $S_c$; **crop ± px**, the half size of the crop.
 # - The flag line, a table of the numbers, and the figure: the whole image on the left (the dashed square
 #   is the crop), the crop around the prediction (red x) on the right with the ground truth (green circle),
 #   the two annotators (triangles) and the outline of $S_c$ (white).
@@ -198,7 +198,7 @@ for reading in cutoff_readings:
 # %% [markdown]
 # ## A contour landmark versus sella
 #
-# Back to the first inspector's image: two landmarks at their fitted temperatures, on a log scale. Look
+# Back to the first inspector's image: two landmarks at the run's temperatures, on a log scale. Look
 # at the *shape* of the tails and of the outline of $S$: the contour landmark's heatmap stretches **along**
 # its edge, where annotators disagree; sella, the centre of the pituitary fossa, is a point and its
 # heatmap is round. The ERE measures the *size* of the spread, not its shape, so the two EREs printed
@@ -286,7 +286,7 @@ if len(false_alarm_pairs):
 #
 # Dividing the logits by $T > 1$ flattens the heatmap, $T < 1$ sharpens it; the arg-max, and therefore
 # the prediction and its radial error, stay where they are. Below, the contour landmark of the first
-# image at a quarter of, at, and at four times its fitted temperature (log colour scale: the region
+# image at a quarter of, at, and at four times the run's temperature (log colour scale: the region
 # within six decades of the peak grows with $T$, and so does the outline of $S$).
 
 # %%
@@ -325,7 +325,7 @@ ere_axes.set_yscale("symlog", linthresh=0.1)
 for ax in (axes, ere_axes):
     ax.set_xscale("log")
     ax.set_xlabel("temperature T")
-    ax.axvline(fitted, color="grey", linestyle="--", linewidth=1, label=f"fitted T = {fitted:.3g}")
+    ax.axvline(fitted, color="grey", linestyle="--", linewidth=1, label=f"run's T = {fitted:.3g}")
     ax.legend(fontsize=8)
 figure.suptitle(f"{landmarks.names[start_landmark]} in {reader.image_ids[start_image]}", fontsize=10)
 save_figure(figure, paths.output_dir / "temperature_sweep.png")
@@ -337,7 +337,7 @@ print(f"{distinct_predictions} distinct prediction(s) over {len(sweep)} temperat
 # ## All 19 heatmaps of one image
 #
 # `small_multiples(reader, n)` (and `inspector.small_multiples()` for the image an inspector shows) draws
-# every landmark of one image at its fitted temperature (log scale); the titles give the ERE and the true
+# every landmark of one image at the run's temperature (log scale); the titles give the ERE and the true
 # error in mm. Here the first image again.
 
 # %%
@@ -459,7 +459,7 @@ exercise_results["06_2"] = check.exercise_06_2(answer_06_2, scores.ere_mm, score
 # Then compute:
 #
 # `reader.logits(start_image)[0, start_landmark].numpy()` (shape (H, W)) are the logits $z$ of the first
-# inspector's landmark, `temperatures[start_landmark]` its fitted temperature $T$,
+# inspector's landmark, `temperatures[start_landmark]` the run's temperature $T$ for it,
 # `reader.dataset.pixel_size_mm[start_image]` the pixel size and `reader.ere_cutoff` the cutoff $c$. With
 # NumPy only (a 2D softmax with the maximum subtracted before `exp`, then the ERE formula at the top),
 # compute the ERE at $T$ and at $2T$ and say whether it is larger at $2T$ (one heatmap cannot prove
