@@ -320,6 +320,22 @@ def test_smoke_03_temperature_calibration(smoke_series):
         assert stored == pytest.approx([metrics["global_temperature"]] * 19, rel=1e-5)
     else:
         assert stored == pytest.approx(list(metrics["temperatures"].values()), rel=1e-5)
+    # Scope none keeps T = 1: nothing changes, and the change intervals are exactly 0.
+    assert metrics["run_keeps_t_1"] is (metrics["stored_scope"] == "none")
+    if metrics["run_keeps_t_1"]:
+        assert metrics["ece_percent_after"] == metrics["ece_percent_before"]
+        assert metrics["ece_change_ci"] == [0.0, 0.0] and metrics["nll_change_ci"] == [0.0, 0.0]
+    # The paired intervals of the test change from T = 1 to each fitted scope, and verdicts that follow them.
+    assert set(metrics["scope_change_ci"]) == set(metrics["scope_change_verdict"]) == {"global", "per_landmark"}
+    for scope, by_measure in metrics["scope_change_ci"].items():
+        assert set(by_measure) == {"ece", "adaptive_ece", "nll"}
+        for measure, (low, high) in by_measure.items():
+            assert low <= high
+            verdict = metrics["scope_change_verdict"][scope][measure]
+            expected = "lower" if high < 0 else "higher" if low > 0 else "within"
+            assert verdict.startswith(expected), (scope, measure, low, high, verdict)
+    for size in metrics["small_calibration_sets"]["by_size"].values():
+        assert 0 <= size["share_temperature_above_1"] <= 1
     for key in ("nll_after_per_landmark", "nll_after_global"):
         assert 0 < metrics[key] < math.log(64 * 80) + 5
     for name in ("toy_temperatures", "confidence_histogram", "reliability_chh_bins", "reliability_adaptive_bins",

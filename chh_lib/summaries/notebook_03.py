@@ -34,6 +34,7 @@ def _small_sets(ns: Mapping[str, Any]) -> dict[str, Any]:
             "adaptive_ece_percent_percentiles": _percentiles(draws["adaptive_ece"]),
             "temperature_95_width": float(ns["width_of"][size]),
             "share_worse_test_nll_than_t1": float(ns["share_worse"][size]),
+            "share_temperature_above_1": float(ns["share_above_one"][size]),
             "draws_at_grid_edge": int(draws["at_grid_edge"]),
         }
     return {
@@ -60,9 +61,11 @@ def summary(namespace: Mapping[str, Any]) -> dict[str, Any]:
     -------
     dict
         The test-split calibration before and after (ECE, adaptive ECE and NLL, with
-        bootstrap intervals by image and the paired interval of each change), the
-        fitted and stored temperatures, the cross-validated NLL of each scope, the
-        spread over small calibration sets, and the exercises attempted and passed.
+        bootstrap intervals by image and the paired interval of each change), whether
+        the run keeps T = 1, the fitted and stored temperatures, the cross-validated
+        NLL of each scope, the paired interval of the test change from T = 1 to the
+        global and to the per-landmark fit, the spread over small calibration sets,
+        and the exercises attempted and passed.
     """
     ns = namespace
     abbreviations = list(ns["landmarks"].abbreviations)
@@ -101,6 +104,11 @@ def summary(namespace: Mapping[str, Any]) -> dict[str, Any]:
         "nll_after_ci": _interval(intervals["nll"]["after"]),
         "nll_change_ci": _interval(intervals["nll"]["change"]),
         "nll_change_within_noise": bool(intervals["nll"]["within_noise"]),
+        "run_keeps_t_1": bool(ns["run_keeps_t_1"]),
+        "scope_change_ci": {scope: {measure: _interval(found["change"]) for measure, found in by_measure.items()}
+                            for scope, by_measure in ns["scope_intervals"].items()},
+        "scope_change_verdict": {scope: {measure: str(found["verdict"]) for measure, found in by_measure.items()}
+                                 for scope, by_measure in ns["scope_intervals"].items()},
         "nll_before": float(ns["nll_test_before"]),
         "nll_after": float(ns["nll_test_after"]),
         "nll_calibration_before": float(ns["nll_calibration_before"]),
@@ -130,14 +138,22 @@ def summary(namespace: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def headline(summary: dict[str, Any]) -> str:
-    """One line: ECE before -> after with intervals and the verdict on the change, NLL, scope, small sets, exercises."""
+    """One line: ECE before -> after with intervals and the verdict on the change, NLL, scope, small sets, exercises.
+
+    The verdict is "T = 1 kept: no change" when the run keeps T = 1 (scope none), else whether the
+    paired interval of the ECE change holds 0.
+    """
     before, after, change = summary["ece_percent_before_ci"], summary["ece_percent_after_ci"], summary["ece_change_ci"]
     sets = summary["small_calibration_sets"]
     small, large = (sets["by_size"][str(size)]["temperature_percentiles"] for size in sets["sizes"])
+    if summary.get("run_keeps_t_1", False):  # absent from summaries written before it was added
+        verdict = "T = 1 kept: no change"
+    else:
+        verdict = "within noise" if summary["ece_change_within_noise"] else "beyond noise"
     return (
         f"ECE {summary['ece_percent_before']:.2f} % [{before[0]:.2f}, {before[1]:.2f}] -> "
         f"{summary['ece_percent_after']:.2f} % [{after[0]:.2f}, {after[1]:.2f}], change [{change[0]:+.2f}, "
-        f"{change[1]:+.2f}] ({'within noise' if summary['ece_change_within_noise'] else 'beyond noise'}); "
+        f"{change[1]:+.2f}] ({verdict}); "
         f"NLL {summary['nll_before']:.3f} -> {summary['nll_after']:.3f} nats ({summary['stored_scope']}); "
         f"T from {sets['sizes'][0]} images [{small['2.5']:.3f}, {small['97.5']:.3f}], from {sets['sizes'][1]} "
         f"[{large['2.5']:.3f}, {large['97.5']:.3f}]; exercises passed {summary['exercises_passed']}/"
