@@ -7,10 +7,11 @@
 # Landmark Detection** (McCouat & Voiculescu, CVPR 2022). Before training anything we look
 # at the data.
 #
-# **How long:** about 50 s under the `smoke` profile on a 2-core CPU shared with other jobs, and 28 s
+# **How long:** 12 s under the `smoke` profile in the smoke series on 2 cores (`chh notebooks --profile
+# smoke`, 64 s for the six, 2026-12-06), and 28 s
 # under `cpu` in the publishing run recorded in `benchmarks/README.md` (2 cores, nothing else running;
-# writing the 400-image phantom the first time took 12 s more); `paper` reads the same phantom and
-# should take about as long as `cpu` (an estimate). No model is trained here.
+# writing the 400-image phantom, which that run did first, took 12 s of them); `paper` reads the same
+# phantom and should take about as long as `cpu` (an estimate). No model is trained here.
 #
 # **Learning goals**
 #

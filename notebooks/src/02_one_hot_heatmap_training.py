@@ -22,12 +22,14 @@
 # The notebook ends with a recap, common pitfalls, four exercises with checked answers (the last one a
 # prediction to check), and references.
 #
-# **How long** (measured on 2 CPU cores): about 40 s under `smoke`, most of it the two short trainings.
+# **How long** (measured on 2 CPU cores): 13 s under `smoke` in the smoke series (`chh notebooks
+# --profile smoke`, 64 s for the six, 2026-12-06), with its two short trainings.
 # Under `cpu` it trains two networks of 40 epochs each; each training cell prints the seconds its
-# epochs took in this run. In the publishing runs recorded in `benchmarks/README.md` they took 189 s to
-# 341 s for the NLL network and 201 s to 547 s for the MSE network, depending on the other jobs sharing
-# the cores (the parameter `mse_epochs` shortens the second). A finished model in `RUN_DIR` is reused,
-# and the notebook then takes about a minute.
+# epochs took in this run. In the publishing runs recorded in `benchmarks/README.md` and the root
+# `README.md` they took 189 s to 341 s for the NLL network and 201 s to 547 s for the MSE network,
+# depending on the other jobs sharing the cores (the parameter `mse_epochs` shortens the second). A
+# finished model in `RUN_DIR` is reused, and the notebook then takes about 2 minutes (the latest
+# publishing run spent 112 s outside its two trainings).
 
 # %% [markdown]
 # ## Imports
@@ -310,8 +312,9 @@ print(f"NLL before the step {loss.item():.4f} nats (uniform heatmap: {math.log(w
 # `train_or_reuse` trains the profile's network by the one-hot NLL with `chh_lib.engine.train` (the same
 # loop as `chh train`: the step above, for every batch of every epoch, with the profile's learning-rate
 # schedule), checkpointing after every epoch into `RUN_DIR/model`. On a GPU it trains there (with bf16
-# autocast on CUDA). One line per epoch gives the mean training NLL and the **held-out NLL** on the calibration split (images never trained on; notebook 03 fits the
-# temperatures on them). A finished model in `RUN_DIR/model` is reused, and then nothing is printed per
+# autocast on CUDA). One line per epoch gives the mean training NLL and the **held-out NLL** on the
+# calibration split (images never trained on; notebook 03 uses them to decide whether to fit a
+# temperature). A finished model in `RUN_DIR/model` is reused, and then nothing is printed per
 # epoch.
 
 # %%

@@ -10,8 +10,9 @@
 #
 # **How long:** about 3 minutes on a 2-core CPU under the `cpu` profile (the shipped model; 180-190 s in
 # the publishing runs recorded in `benchmarks/README.md`, 226 s when the notebook also calibrated the run
-# first; the bootstraps and the small-calibration-set draws take most of it), about 70 s under `smoke`
-# (with its two-epoch training); under `paper` it needs the model that notebook 02 trains on a GPU.
+# first; the bootstraps and the small-calibration-set draws take most of it), 13 s under `smoke`
+# in the smoke series (`chh notebooks --profile smoke`, 64 s for the six; more when it must first train
+# the two-epoch model); under `paper` it needs the model that notebook 02 trains on a GPU.
 #
 # **Learning goals**
 #

@@ -12,8 +12,9 @@
 #
 # **How long:** 16 s on a 2-core CPU under the `cpu` profile in the publishing run recorded in
 # `benchmarks/README.md` (the shipped model, no training; the bootstrap intervals take part of it), and
-# 45 s under `smoke` (with its training); under `paper` it
-# needs the model that notebook 02 trains on a GPU.
+# 7 s under `smoke` in the smoke series (`chh notebooks --profile smoke`, 64 s for the six; more when it
+# must first train the two-epoch model); under `paper` it needs the model that notebook 02 trains on a
+# GPU.
 #
 # **Learning goals**
 #
@@ -155,8 +156,8 @@ print(f"toy ERE: readable {readable_ere(toy, (0.5, 0.5)):.4f} mm, chh_lib {float
 # ## The readable version against the library, on real heatmaps
 #
 # `chh_lib.metrics.expected_radial_error` computes the same number vectorised over images and landmarks
-# (and fast at 640 x 800). We run the calibrated model over the test split **one batch at a time**,
-# compute the ERE both ways in float64 and compare every map. The same loop keeps, per (image,
+# (and fast at 640 x 800). We run the model at the run's temperatures (T = 1 when it kept none) over
+# the test split **one batch at a time**, compute the ERE both ways in float64 and compare every map. The same loop keeps, per (image,
 # landmark): the prediction, the ERE at several cutoffs, and the covariance of the significant part of
 # the heatmap (used further down), so that no full-size heatmap tensor of the whole split is ever held.
 
@@ -591,7 +592,7 @@ exercise_results = {}  # exercise -> passed
 # %% [markdown]
 # ### Exercise 04.1 · The ERE of one heatmap by hand, and the mass the cutoff throws away
 #
-# `heatmap` (shape (H, W)) still holds the calibrated heatmap of the third example above (image
+# `heatmap` (shape (H, W)) still holds the heatmap (at the run's temperature) of the third example above (image
 # `failure_n`, landmark `failure_landmark`, pixel size `test_set.pixel_size_mm[failure_n]`). Without
 # calling `readable_ere` or `chh_lib`, compute
 #

@@ -9,8 +9,9 @@
 # radial error (ERE)** of each heatmap; here we test how well it picks out the predictions that
 # actually failed.
 #
-# **How long** (measured on 2 CPU cores shared with other jobs; a laptop should be as fast or faster):
-# about 70 s under `smoke` (with its phantom and two-epoch training) and 67 s under `cpu` in the
+# **How long** (measured on 2 CPU cores; a laptop should be as fast or faster):
+# 7 s under `smoke` in the smoke series (`chh notebooks --profile smoke`, 64 s for the six; more when it
+# must first write its phantom and train the two-epoch model) and 67 s under `cpu` in the
 # publishing run recorded in `benchmarks/README.md` (the shipped model with the temperatures notebook
 # 03 stored; most of the time goes to the bootstrap); under `paper`
 # it needs the model that notebook 02 trains on a GPU.
@@ -301,7 +302,8 @@ for images, delta in difference.items():
 # it as "flag every landmark whose heatmap expects an error of $t^\ast$ mm or more".
 #
 # A deployed system must choose $t^\ast$ before it sees the test images, so it is chosen on the
-# **calibration split** (the images the temperatures were fitted on, never the test split) and then
+# **calibration split** (the images on which notebook 03 chose the temperatures, T = 1 included; never
+# the test split) and then
 # applied to the test split. `chh calibrate` does the same and stores $t^\ast$ in the run. The
 # threshold that the test split itself would pick is printed beside it as an *oracle*: the gap between
 # the two is what tuning on the reported data would flatter. With fewer than
@@ -647,7 +649,8 @@ exercise_results["05_3"] = check.exercise_05_3(answer_05_3, ere, outlier_flat)
 # ### Exercise 05.4 · Predict, then check: a threshold chosen from more outliers
 #
 # The calibration split gave $t^\ast$ from only the outliers counted in the threshold section, and its
-# TPR on the test split was printed there beside the target `target_tpr`. A remedy is to choose the
+# TPR on the test split was printed there; compare it with the target `target_tpr` (a parameter of this
+# notebook, 0.5 by default). A remedy is to choose the
 # threshold on **more held-out images**: the cell below pools the calibration split with `test2` (images
 # that training never saw, never reported here) into `pool_ere_mm` and `pool_errors_mm` (shape
 # (N_pool, K), mm).

@@ -22,10 +22,10 @@
 # static figure, so the notebook reads the same without one. The notebook ends with a recap, three
 # exercises with checked answers, and references.
 #
-# **How long** (measured on 2 shared CPU cores; a laptop should be as fast or faster): about 30 s under
-# `smoke` (including the two-epoch training when no model exists yet) and about 1 min under `cpu` from an
-# empty data and run directory (19 s in the publishing run recorded in `benchmarks/README.md`, once
-# the phantom exists and the shipped model has been calibrated by notebooks 01 to 03).
+# **How long** (measured on 2 CPU cores; a laptop should be as fast or faster): 12 s under `smoke` in
+# the smoke series (`chh notebooks --profile smoke`, 64 s for the six; more when it must first train the
+# two-epoch model), and under `cpu` 19 s in the publishing run recorded in `benchmarks/README.md`, once
+# the phantom exists and the shipped model has been calibrated by notebooks 01 to 03.
 
 # %% [markdown]
 # ## Imports
@@ -73,8 +73,8 @@ solutions = False  # True: run the exercises' hidden solutions
 # The phantom is written when missing, a trained model is made as cheaply as the profile allows
 # (reused from notebook 02 when it exists) and its temperatures are chosen on the calibration split
 # (none, i.e. T = 1, one for all, or one per landmark, as `chh calibrate --scope auto` decides; printed
-# below) when the checkpoint has none. Fitting them also chooses the **ERE threshold** of
-# notebook 05 on held-out data and stores it in the run; the inspector reads it from there.
+# below) when the checkpoint has none. Calibrating, even when it keeps T = 1, also chooses the **ERE
+# threshold** of notebook 05 on held-out data and stores it in the run; the inspector reads it from there.
 # `reader.split_scores()` runs the network once over the test split and keeps the ERE and the radial
 # error of every (image, landmark) pair: they order the images and find the outliers and false alarms.
 # The reader keeps the logits of at most `reader.cache.max_images` images (least recently used ones are
@@ -353,7 +353,8 @@ _ = save_figure(small_multiples(reader, start_image), paths.output_dir / "all_he
 # > - *Tuning the flag threshold by clicking through the test split.* The threshold comes from held-out
 # >   data (notebook 05); the inspector only shows what it does.
 # > - *Printing small probabilities with fixed decimals.* Flattened by a large $T$, a mode probability of a
-# >   few thousandths prints as 0.000 with `.3f`; this notebook prints three significant digits (`.3g`).
+# >   few ten-thousandths (the temperature sweep above prints one) shows as 0.000 with `.3f`; this
+# >   notebook prints three significant digits (`.3g`).
 
 # %% [markdown]
 # ## Recap
