@@ -45,8 +45,9 @@ def screen_width(run_dir: Path, data_dir: Path, profile: str, sigma_px: float, s
     errors_mm = radial_error_mm(pred_px, test.target_px, test.pixel_size_mm)
     mre_mm, sd_mm = mean_radial_error(errors_mm)
     rates = success_detection_rate(errors_mm, (2.0, 4.0))
-    return {"sigma_px": sigma_px, "action": outcome.action, "epochs": len(training_history(run_dir)),
-            "train_seconds": float(training_history(run_dir)["seconds"].sum()),
+    history = training_history(run_dir)
+    return {"sigma_px": sigma_px, "action": outcome.action, "epochs": len(history),
+            "train_seconds": float(history["seconds"].sum()),
             "mre_mm": mre_mm, "sd_mm": sd_mm, "median_mm": float(np.nanmedian(errors_mm)),
             "sdr_2mm_percent": rates[2.0], "sdr_4mm_percent": rates[4.0]}
 

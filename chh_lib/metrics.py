@@ -569,31 +569,46 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[present], b[present]
 
 
-def binned_means(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: int = 36) -> tuple[np.ndarray, np.ndarray]:
+BIN_REMAINDERS = ("drop", "top")
+
+
+def binned_means(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: int = 36,
+                 remainder: str = "drop") -> tuple[np.ndarray, np.ndarray]:
     """Mean ERE and mean radial error of consecutive bins of pairs sorted by ERE (the paper's Fig. 5 bins).
 
     Pairs with a NaN are dropped; the rest are sorted by ERE (stable sort) and cut
-    into consecutive bins of ``bin_size``; the remainder (fewer than ``bin_size``
-    pairs, those with the largest ERE) is dropped.
+    into consecutive bins of ``bin_size``. The remainder (fewer than ``bin_size``
+    pairs, those with the largest ERE) is dropped, as in the paper, or with
+    ``remainder="top"`` joins the top bin.
 
     Parameters
     ----------
     ere_mm, radial_error_mm : ndarray, shape (M,)
     bin_size : int
+    remainder : str
+        ``drop`` (the paper's definition) or ``top``.
 
     Returns
     -------
     ere_means_mm, error_means_mm : ndarray, shape (B,)
         ``B = M_valid // bin_size`` bins, in increasing ERE.
     """
+    if remainder not in BIN_REMAINDERS:
+        raise ValueError(f"remainder must be one of {BIN_REMAINDERS}, got {remainder!r}")
     ere, error = _paired(ere_mm, radial_error_mm)
     num_bins = ere.size // bin_size
-    order = np.argsort(ere, kind="stable")[: num_bins * bin_size]
-    return ere[order].reshape(num_bins, bin_size).mean(1), error[order].reshape(num_bins, bin_size).mean(1)
+    order = np.argsort(ere, kind="stable")
+    if remainder == "drop" or num_bins == 0:
+        order = order[: num_bins * bin_size]
+        return ere[order].reshape(num_bins, bin_size).mean(1), error[order].reshape(num_bins, bin_size).mean(1)
+    bin_of_pair = np.minimum(np.arange(ere.size) // bin_size, num_bins - 1)  # (M_valid,) in sorted order
+    pairs_per_bin = np.bincount(bin_of_pair)
+    return (np.bincount(bin_of_pair, ere[order]) / pairs_per_bin,
+            np.bincount(bin_of_pair, error[order]) / pairs_per_bin)
 
 
 def binned_pearson(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: int = 36,
-                   drop_top_bins: int = 0) -> float:
+                   drop_top_bins: int = 0, remainder: str = "drop") -> float:
     r"""Pearson correlation of binned ERE and binned radial error (the paper's Fig. 5 measure).
 
     The bins are those of :func:`binned_means`, and
@@ -611,6 +626,9 @@ def binned_pearson(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: in
     bin_size : int
     drop_top_bins : int
         Bins of largest ERE left out before the correlation (0: the paper's measure).
+    remainder : str
+        ``drop`` (the paper's) or ``top``: what :func:`binned_means` does with the
+        left-over pairs of largest ERE.
 
     Returns
     -------
@@ -619,7 +637,7 @@ def binned_pearson(ere_mm: np.ndarray, radial_error_mm: np.ndarray, bin_size: in
     """
     if drop_top_bins < 0:
         raise ValueError(f"drop_top_bins must be >= 0, got {drop_top_bins}")
-    ere_means, error_means = binned_means(ere_mm, radial_error_mm, bin_size)
+    ere_means, error_means = binned_means(ere_mm, radial_error_mm, bin_size, remainder)
     ere_means, error_means = ere_means[: ere_means.size - drop_top_bins], error_means[: error_means.size - drop_top_bins]
     if ere_means.size < 2 or np.ptp(ere_means) == 0 or np.ptp(error_means) == 0:
         return float("nan")

@@ -311,6 +311,19 @@ def test_binned_means_by_hand():
     np.testing.assert_allclose(error_means, [15.0, 37.5])
 
 
+def test_the_remainder_is_dropped_or_joins_the_top_bin():
+    ere = np.array([4.0, 1.0, 3.0, 2.0, 5.0, np.nan])
+    error = np.array([40.0, 10.0, 35.0, 20.0, 99.0, 1.0])
+    ere_means, error_means = binned_means(ere, error, bin_size=2, remainder="top")
+    np.testing.assert_allclose(ere_means, [1.5, 4.0])  # (3, 4, 5) in the top bin
+    np.testing.assert_allclose(error_means, [15.0, (35.0 + 40.0 + 99.0) / 3])
+    assert binned_pearson(ere, error, bin_size=2, remainder="top") == pytest.approx(1.0)
+    np.testing.assert_allclose(binned_means(ere, error, 5, remainder="top")[0], [3.0])  # no remainder to move
+    assert binned_means(ere, error, 6, remainder="top")[0].size == 0  # no full bin
+    with pytest.raises(ValueError, match="remainder"):
+        binned_means(ere, error, remainder="last")
+
+
 def test_binned_pearson_without_the_top_bins():
     # Five bins of one pair: four uncorrelated (error 3, 1, 4, 2 for ERE 1..4) and a far top bin.
     ere = np.array([1.0, 2.0, 3.0, 4.0, 50.0])

@@ -286,10 +286,7 @@ num_left_over = ere.size % 36
 if num_left_over and ere.size >= 72:
     by_ere = np.argsort(ere, kind="stable")
     # the paper's rule drops the left-over pairs of largest ERE; the alternative puts them into the top bin
-    bin_of_pair = np.minimum(np.arange(ere.size) // 36, ere.size // 36 - 1)
-    ere_means_with_rest = np.bincount(bin_of_pair, ere[by_ere]) / np.bincount(bin_of_pair)
-    error_means_with_rest = np.bincount(bin_of_pair, errors[by_ere]) / np.bincount(bin_of_pair)
-    binned_r_with_rest = float(np.corrcoef(ere_means_with_rest, error_means_with_rest)[0, 1])
+    binned_r_with_rest = binned_pearson(ere, errors, bin_size=36, remainder="top")
     print(f"left over: the {num_left_over} pairs of largest ERE ({ere[by_ere[-num_left_over:]].min():.2f}-"
           f"{ere.max():.2f} mm, mean error {errors[by_ere[-num_left_over:]].mean():.2f} mm) are in no bin, as the "
           f"paper's definition drops the remainder; put into the top bin instead they give a binned r of "
